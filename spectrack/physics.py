@@ -139,7 +139,7 @@ def decay_factor(dt_h, half_life_h: float):
 
     Examples
     --------
-    >>> round(decay_factor(6.0067, 6.0067), 12)
+    >>> round(float(decay_factor(6.0067, 6.0067)), 12)
     2.0
     """
     return np.exp(decay_constant_per_h(half_life_h) * np.asarray(dt_h, dtype=float))

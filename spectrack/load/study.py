@@ -1,0 +1,339 @@
+"""Assemble a :class:`~spectrack.load.model.Study` from whatever the user has.
+
+``load_study`` accepts
+
+* a folder of DICOM files (any nesting, any names), possibly mixed with
+  NIfTI files with sidecars;
+* a folder of NIfTI files (``*_spect``/``*_pet``/``*_ct`` names or sidecar
+  ``Modality``), with times from sidecars or ``scans.tsv``;
+* a study file (``.toml`` or ``.json``) listing NIfTI or DICOM inputs with
+  their times;
+* a list of NIfTI files with ``times_h`` (hours after injection) given.
+
+Emission volumes (NM, PT) become time points sorted by acquisition start;
+each is paired with the CT of the same frame of reference, else of the same
+DICOM study nearest in time, else of the same file prefix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from ..errors import InconsistentInputError, InputError
+from .model import Series, Sourced, Study, TimePoint
+from .nifti import (find_nifti_files, is_label_file, parse_datetime, read_nifti_series, read_scans_tsv)
+
+__all__ = ["load_study", "load_series", "read_study_file", "NOMINAL_DATE"]
+
+#: Date used when only times relative to injection are known.
+NOMINAL_DATE = dt.date(2000, 1, 1)
+_PAIR_WINDOW = dt.timedelta(hours=2)
+_STUDY_FILE_NAMES = ("spectrack.toml", "study.toml", "spectrack.json")
+
+
+def _is_probably_dicom_candidate(p: Path) -> bool:
+    name = p.name.lower()
+    if name.startswith("."):
+        return False
+    if name.endswith((".nii", ".nii.gz", ".json", ".tsv", ".toml", ".csv", ".txt", ".md", ".tfm", ".png", ".html",
+                      ".parquet", ".log")):
+        return False
+    return True
+
+
+def load_series(path) -> tuple[list[Series], list[str]]:
+    """Load every image series under ``path`` (DICOM and NIfTI).
+
+    Returns
+    -------
+    series : list of Series
+    warnings : list of str
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist: give the folder of the study's images")
+    warnings: list[str] = []
+    series: list[Series] = []
+    if path.is_file():
+        if path.name.endswith((".nii", ".nii.gz")):
+            return [read_nifti_series(path, scans=read_scans_tsv(path.parent))], warnings
+        from .dicom import load_dicom_folder
+
+        return load_dicom_folder(path)
+    niftis = [p for p in find_nifti_files(path) if not is_label_file(p)]
+    if niftis:
+        scans = read_scans_tsv(path)
+        for p in niftis:
+            series.append(read_nifti_series(p, scans=scans))
+    others = [p for p in path.rglob("*") if p.is_file() and _is_probably_dicom_candidate(p)]
+    if others:
+        from .dicom import load_dicom_folder
+
+        try:
+            dseries, dwarn = load_dicom_folder(path)
+        except InputError:
+            if not series:
+                raise
+            dseries, dwarn = [], [f"no DICOM image series among {len(others)} other files in {path}"]
+        series += dseries
+        warnings += dwarn
+    if not series:
+        raise InputError(f"no image found in {path}: expected DICOM files or NIfTI volumes")
+    return series, warnings
+
+
+def _resolve_injection_dates(emissions: list[Series], warnings: list[str]) -> None:
+    """Give a date to injection times that have only a time of day.
+
+    The date is the latest one that puts the injection before the first scan
+    (late-evening injections are scanned after midnight).
+    """
+    starts = [s.acquisition_start for s in emissions if s.acquisition_start is not None]
+    if not starts:
+        return
+    first = min(starts)
+    for s in emissions:
+        if s.get("injection_time") is None and s.get("injection_time_of_day") is not None:
+            tod = s.get("injection_time_of_day")
+            cand = dt.datetime.combine(first.date(), tod)
+            if cand > first:
+                cand -= dt.timedelta(days=1)
+            s.set("injection_time", cand,
+                  f"{s.source('injection_time_of_day')}, dated to the latest day before the first scan "
+                  f"({first.isoformat(sep=' ')})")
+
+
+def _pair_ct(emission: Series, cts: list[Series]) -> Series | None:
+    for_uid = emission.get("frame_of_reference_uid")
+    if for_uid:
+        same = [c for c in cts if c.get("frame_of_reference_uid") == for_uid]
+        if same:
+            return _nearest(emission, same)
+    study_uid = emission.get("study_uid")
+    if study_uid:
+        same = [c for c in cts if c.get("study_uid") == study_uid and c.get("frame_of_reference_uid") is None]
+        if same:
+            return _nearest(emission, same)
+    prefix = _prefix(emission)
+    if prefix:
+        same = [c for c in cts if _prefix(c) == prefix]
+        if same:
+            return _nearest(emission, same)
+    near = _nearest(emission, cts)
+    if near is not None and emission.acquisition_start and near.acquisition_start and \
+            abs(near.acquisition_start - emission.acquisition_start) <= _PAIR_WINDOW:
+        return near
+    return None
+
+
+def _prefix(s: Series) -> str | None:
+    if not s.files or not str(s.files[0]).endswith((".nii", ".nii.gz")):
+        return None
+    from ..regions.labels import nifti_stem
+
+    stem = nifti_stem(s.files[0])
+    return stem.rsplit("_", 1)[0] if "_" in stem else None
+
+
+def _nearest(emission: Series, cands: list[Series]) -> Series | None:
+    if not cands:
+        return None
+    t = emission.acquisition_start
+    if t is None:
+        return cands[0]
+    return min(cands, key=lambda c: abs((c.acquisition_start or t) - t))
+
+
+def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
+    """Read a ``.toml`` or ``.json`` study file.
+
+    Format (TOML shown; JSON has the same keys)::
+
+        subject = "nhp01"
+        injected_mbq = 180.0                 # optional, overrides headers
+        injection_time = "2026-03-14T21:40"  # optional
+        half_life_h = 6.0067                 # optional
+        radionuclide = "Tc-99m"              # optional
+        units = "counts"                     # optional, for images without a sidecar
+        labels = "labels.nii.gz"             # optional
+
+        [[timepoints]]
+        spect = "tp0_spect.nii.gz"           # or a DICOM folder
+        ct = "tp0_ct.nii.gz"                 # optional
+        time_h = 0.5                         # or acquisition_start = "2026-03-14T22:10"
+        duration_s = 900                     # optional
+
+    Paths are relative to the study file. Returns the series, the study-level
+    settings (options) and warnings.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read study file {path}: {e}") from None
+    tps = data.get("timepoints")
+    if not isinstance(tps, list) or not tps:
+        raise InputError(f"study file {path} has no [[timepoints]] entries: list each time point's images")
+    series: list[Series] = []
+    warnings: list[str] = []
+    settings = {k: v for k, v in data.items() if k != "timepoints"}
+    base = path.parent
+    inj = settings.get("injection_time")
+    inj_dt = parse_datetime(inj, f"injection_time in {path}") if inj else None
+    for n, tp in enumerate(tps):
+        if "spect" not in tp and "pet" not in tp and "image" not in tp:
+            raise InputError(f"study file {path}: time point {n + 1} has no 'spect' (or 'pet'/'image') entry")
+        em_path = base / (tp.get("spect") or tp.get("pet") or tp.get("image"))
+        s_list, w = load_series(em_path)
+        warnings += w
+        ems = [s for s in s_list if s.modality in ("NM", "PT")] or [s for s in s_list if s.modality != "CT"]
+        if not ems and s_list:
+            ems = s_list
+            for s in ems:
+                s.modality = "NM"
+        if len(ems) != 1:
+            raise InputError(f"study file {path}: time point {n + 1} ({em_path}) holds {len(ems)} emission volumes; "
+                             "give one per time point")
+        em = ems[0]
+        src = f"{path.name}: timepoints[{n}]"
+        if tp.get("units"):
+            from .nifti import _UNITS
+
+            key = str(tp["units"]).lower()
+            if key not in _UNITS:
+                raise InputError(f"{src}: units {tp['units']!r} not understood; use Bq/mL, counts or cps")
+            em.set("units", _UNITS[key][0], f"{src}.units")
+            em.image.units = _UNITS[key][0]
+        elif settings.get("units") and em.source("units", ) and em.source("units").startswith("default"):
+            from .nifti import _UNITS
+
+            em.set("units", _UNITS[str(settings["units"]).lower()][0], f"{path.name}: units")
+            em.image.units = em.get("units")
+        if "acquisition_start" in tp:
+            em.set("acquisition_start", parse_datetime(tp["acquisition_start"], f"{src}.acquisition_start"),
+                   f"{src}.acquisition_start")
+        elif "time_h" in tp:
+            t0 = inj_dt or em.get("injection_time") or dt.datetime.combine(NOMINAL_DATE, dt.time(0, 0))
+            if inj_dt is None and em.get("injection_time") is None:
+                em.set("injection_time", t0, f"{path.name}: no injection time given; times are relative (time_h)")
+            em.set("acquisition_start", t0 + dt.timedelta(hours=float(tp["time_h"])), f"{src}.time_h")
+        if "duration_s" in tp:
+            em.set("duration_s", float(tp["duration_s"]), f"{src}.duration_s")
+        series.append(em)
+        if tp.get("ct"):
+            c_list, w = load_series(base / tp["ct"])
+            warnings += w
+            cts = [s for s in c_list if s.modality == "CT"] or c_list
+            ct = cts[0]
+            ct.modality = "CT"
+            ct.set("pair_with", id(em), f"{src}.ct")
+            series.append(ct)
+    return series, settings, warnings
+
+
+def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
+    """Load a study: time points of emission volumes, each with its CT.
+
+    Parameters
+    ----------
+    path : path-like or list of path-like
+        A folder (DICOM and/or NIfTI), a study file (``.toml``/``.json``),
+        or a list of NIfTI files (then ``times_h`` gives their times).
+    times_h : sequence of float, optional
+        Scan start times in hours after injection, one per emission volume in
+        the order given (list input) or sorted by file name (folder input).
+        Overrides the times in headers.
+    subject : str, optional
+        Subject identifier (default: PatientID or the folder name).
+
+    Returns
+    -------
+    Study
+
+    Examples
+    --------
+    >>> from spectrack import load_study                 # doctest: +SKIP
+    >>> study = load_study("sample_data/nhp_study/dicom")  # doctest: +SKIP
+    >>> [tp.acquisition_start for tp in study.timepoints]  # doctest: +SKIP
+    """
+    settings: dict = {}
+    warnings: list[str] = []
+    if isinstance(path, (list, tuple)):
+        series = []
+        for p in path:
+            s, w = load_series(p)
+            series += s
+            warnings += w
+        root = Path(path[0]).parent if path else Path(".")
+    else:
+        root = Path(path)
+        if root.is_dir():
+            for name in _STUDY_FILE_NAMES:
+                if (root / name).exists():
+                    root = root / name
+                    break
+        if root.is_file() and root.suffix.lower() in (".toml", ".json"):
+            series, settings, warnings = read_study_file(root)
+        else:
+            series, warnings = load_series(root)
+    emissions = [s for s in series if s.modality in ("NM", "PT")]
+    cts = [s for s in series if s.modality == "CT"]
+    if not emissions:
+        found = ", ".join(sorted({s.modality for s in series})) or "nothing"
+        raise InputError(f"no SPECT (NM RECON TOMO) or PET volume found in {path} (found: {found})")
+
+    if times_h is not None:
+        times_h = [float(t) for t in times_h]
+        if len(times_h) != len(emissions):
+            raise InconsistentInputError(f"{len(times_h)} times given for {len(emissions)} emission volumes: "
+                                         "give one time per volume")
+        if not isinstance(path, (list, tuple)):
+            emissions.sort(key=lambda s: str(s.files[0]) if s.files else "")
+        for s, t in zip(emissions, times_h):
+            t0 = s.get("injection_time") or dt.datetime.combine(NOMINAL_DATE, dt.time(0, 0))
+            if s.get("injection_time") is None:
+                s.set("injection_time", t0, "no injection time given: times are relative (--times-h)")
+            s.set("acquisition_start", t0 + dt.timedelta(hours=t), "option --times-h")
+
+    # subjects
+    ids = {s.get("patient_id") for s in series if s.get("patient_id")}
+    if len(ids) > 1:
+        raise InconsistentInputError(f"{path} holds images of {len(ids)} subjects ({', '.join(sorted(ids))}): "
+                                     "put each subject's images in its own folder (or use 'spectrack batch')")
+    subj = subject or settings.get("subject") or (ids.pop() if ids else None) or \
+        (root.stem if root.is_file() else root.name)
+
+    missing_t = [s for s in emissions if s.acquisition_start is None]
+    if missing_t:
+        raise InputError(f"no acquisition time for {missing_t[0].describe()} ({missing_t[0].files[0]}): "
+                         "give the times with --times-h or a study file")
+    _resolve_injection_dates(emissions, warnings)
+    emissions.sort(key=lambda s: s.acquisition_start)
+
+    # pair CTs
+    timepoints = []
+    used: set[int] = set()
+    for n, em in enumerate(emissions):
+        explicit = [c for c in cts if c.get("pair_with") == id(em)]
+        free = [c for c in cts if id(c) not in used]
+        ct = explicit[0] if explicit else _pair_ct(em, free)
+        if ct is not None:
+            used.add(id(ct))
+            if em.get("frame_of_reference_uid") and ct.get("frame_of_reference_uid") and \
+                    em.get("frame_of_reference_uid") != ct.get("frame_of_reference_uid"):
+                warnings.append(f"time point {n}: SPECT and CT have different FrameOfReferenceUID; "
+                                "they are assumed to be in the same patient space")
+        timepoints.append(TimePoint(emission=em, ct=ct, index=n))
+    extra = [c for c in cts if id(c) not in used]
+    if extra:
+        warnings.append(f"{len(extra)} CT series not paired with an emission volume (ignored)")
+    study = Study(timepoints=timepoints, subject=str(subj), path=Path(root), warnings=warnings, extra_series=extra)
+    study.settings = settings  # type: ignore[attr-defined]
+    return study

@@ -1,0 +1,205 @@
+"""Percent injected dose per region and time point: the quantification core."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import LabelError
+from ..load.model import Study
+from ..physics import decay_factor
+from ..regions.labels import LabelMap
+from ..regions.vocabulary import GROUPS
+from .calibration import Calibration, calibrate_study
+from .parameters import DoseParameters, resolve_parameters
+from .stats import RegionIndex
+
+__all__ = ["quantify", "QuantResult", "TABLE_COLUMNS"]
+
+#: Columns of the region table, in order, with their meaning.
+TABLE_COLUMNS = {
+    "subject": "subject identifier",
+    "timepoint": "time point index (0 = first scan)",
+    "acquisition_start": "scan start date-time",
+    "time_h": "scan start minus injection, hours",
+    "duration_s": "acquisition duration, seconds",
+    "region": "region name",
+    "label": "label index (0 = total field of view or a group)",
+    "kind": "region, group (sum of regions), fov (whole field of view) or outside (field of view minus regions)",
+    "n_voxels": "voxels of the region on the emission grid",
+    "volume_ml": "region volume, mL",
+    "activity_mbq": "activity at scan start (physical), MBq",
+    "activity_mbq_decay_corrected": "activity decay-corrected to injection, MBq",
+    "pct_id": "percent injected dose, decay-corrected to injection",
+    "pct_id_uncorrected": "percent injected dose at scan start, not decay-corrected",
+    "pct_id_per_ml": "pct_id per mL of region",
+    "mean_bq_per_ml": "mean concentration at scan start, Bq/mL",
+    "max_bq_per_ml": "maximum voxel concentration at scan start, Bq/mL",
+    "mean_bq_per_ml_decay_corrected": "mean concentration decay-corrected to injection, Bq/mL",
+}
+
+
+@dataclass
+class QuantResult:
+    """What :func:`quantify` computed, beyond the table."""
+
+    params: DoseParameters
+    calibrations: list[Calibration]
+    labels_per_timepoint: list[LabelMap]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _labels_on(labels: LabelMap, tp_image, transform=None) -> LabelMap:
+    if transform is not None:
+        from ..align.resample import resample_labels
+
+        return LabelMap(resample_labels(labels.image, tp_image, transform), dict(labels.names), labels.source)
+    return labels.resampled_to(tp_image)
+
+
+def quantify(
+    study: Study,
+    labels: LabelMap | list[LabelMap] | str,
+    *,
+    calibration: str = "auto",
+    sensitivity_cps_per_mbq: float | None = None,
+    fov_timepoint: int = 0,
+    injected_mbq: float | None = None,
+    injection_time: dt.datetime | None = None,
+    injected_measured_at: dt.datetime | None = None,
+    residual_mbq: float | None = None,
+    residual_time: dt.datetime | None = None,
+    half_life_h: float | None = None,
+    radionuclide: str | None = None,
+    duration_s: float | None = None,
+    transforms: list | None = None,
+    groups: bool = True,
+    return_details: bool = False,
+):
+    """Percent injected dose per region and time point.
+
+    Parameters
+    ----------
+    study : Study
+        From :func:`spectrack.load_study`.
+    labels : LabelMap, list of LabelMap, or path
+        Regions on any grid (typically the reference CT); resampled with
+        nearest neighbour onto each emission volume. A list gives one label
+        map per time point (e.g. propagated by registration).
+    calibration : {"auto", "image", "sensitivity", "fov"}
+        See :mod:`spectrack.quantify.calibration`.
+    sensitivity_cps_per_mbq : float, optional
+        System volume sensitivity for count images (``--sensitivity``).
+    fov_timepoint : int
+        Time point used by ``fov`` normalisation.
+    injected_mbq, injection_time, injected_measured_at, residual_mbq, residual_time, half_life_h, radionuclide
+        Override the headers (see :func:`~spectrack.quantify.parameters.resolve_parameters`).
+    duration_s : float, optional
+        Acquisition duration overriding the headers.
+    transforms : list, optional
+        Per time point SimpleITK transforms mapping that time point's space to
+        the labels' space (from registration); ``None`` entries mean identity.
+    groups : bool
+        Also report region groups (``spinal_canal``, ``cns``) when all their
+        members are present.
+    return_details : bool
+        Also return a :class:`QuantResult`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per time point and region (columns in :data:`TABLE_COLUMNS`);
+        ``df.attrs["metadata"]`` holds the parameters used and their sources.
+    """
+    import pandas as pd
+
+    from ..regions.labels import read_label_map
+
+    if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__"):
+        labels = read_label_map(labels)
+    params = resolve_parameters(
+        study, injected_mbq=injected_mbq, injection_time=injection_time,
+        injected_measured_at=injected_measured_at, residual_mbq=residual_mbq, residual_time=residual_time,
+        half_life_h=half_life_h, radionuclide=radionuclide)
+    warnings: list[str] = list(study.warnings)
+    for tp in study.timepoints:
+        dt_h = params.hours_after_injection(tp.acquisition_start)
+        if dt_h < 0:
+            from ..errors import InconsistentInputError
+
+            raise InconsistentInputError(
+                f"time point {tp.index} starts {abs(dt_h):.2f} h before the injection "
+                f"({tp.acquisition_start:%Y-%m-%d %H:%M:%S} < {params.injection_time.value:%Y-%m-%d %H:%M:%S}); "
+                f"check the injection time ({params.injection_time.source}) or give --injection-time")
+    cals = calibrate_study(study, params, method=calibration, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
+                           fov_timepoint=fov_timepoint, duration_s=duration_s)
+    a_inj = params.injected_mbq.value
+    hl = params.half_life_h.value
+    rows = []
+    per_tp_labels = []
+    for n, (tp, cal) in enumerate(zip(study.timepoints, cals)):
+        img = tp.emission.image
+        lm = labels[n] if isinstance(labels, list) else labels
+        tr = transforms[n] if transforms is not None else None
+        lab = _labels_on(lm, img, tr)
+        per_tp_labels.append(lab)
+        ri = RegionIndex(lab.image.array)
+        if ri.labels.size == 0:
+            raise LabelError(f"the label map ({lm.source or 'given'}) does not overlap the emission volume of "
+                             f"time point {tp.index}: check that labels and images are of the same subject and "
+                             "space (or register them)")
+        act = img.array.astype(np.float32, copy=False)
+        st = ri.stats(act)
+        k = cal.mbq_per_voxel_per_unit
+        vox_ml = img.voxel_volume_ml
+        t_h = params.hours_after_injection(tp.acquisition_start)
+        dfac = float(decay_factor(t_h, hl))
+        fov_sum = float(np.sum(act, dtype=np.float64))
+        common = dict(subject=study.subject, timepoint=tp.index,
+                      acquisition_start=tp.acquisition_start.isoformat(sep=" "),
+                      time_h=t_h, duration_s=None if cal.duration_s is None else cal.duration_s.value)
+
+        def row(region, label, kind, n_vox, s, mx):
+            a = s * k
+            vol = n_vox * vox_ml
+            return dict(common, region=region, label=label, kind=kind, n_voxels=int(n_vox), volume_ml=vol,
+                        activity_mbq=a, activity_mbq_decay_corrected=a * dfac,
+                        pct_id=100.0 * a * dfac / a_inj, pct_id_uncorrected=100.0 * a / a_inj,
+                        pct_id_per_ml=(100.0 * a * dfac / a_inj / vol) if vol > 0 else np.nan,
+                        mean_bq_per_ml=(a * 1e6 / vol) if vol > 0 else np.nan,
+                        max_bq_per_ml=mx * k * 1e6 / vox_ml,
+                        mean_bq_per_ml_decay_corrected=(a * dfac * 1e6 / vol) if vol > 0 else np.nan)
+
+        by_name = {}
+        for lab_idx, cnt, s, mx in zip(ri.labels, ri.counts, st["sum"], st["max"]):
+            name = lab.names.get(int(lab_idx), f"label_{lab_idx}")
+            by_name[name] = (cnt, s, mx)
+            rows.append(row(name, int(lab_idx), "region", cnt, s, mx))
+        # regions named in the label map but absent on this grid (outside the field of view)
+        for idx, name in sorted(lm.names.items()):
+            if name not in by_name and idx in set(lm.present()):
+                warnings.append(f"time point {tp.index}: region {name} lies outside the emission field of view")
+        if groups:
+            for gname, members in GROUPS.items():
+                if all(m in by_name for m in members):
+                    cnt = sum(by_name[m][0] for m in members)
+                    s = sum(by_name[m][1] for m in members)
+                    mx = max(by_name[m][2] for m in members)
+                    rows.append(row(gname, 0, "group", cnt, s, mx))
+        n_all = int(np.prod(act.shape))
+        rows.append(row("field_of_view", 0, "fov", n_all, fov_sum, float(act.max())))
+        in_regions = float(st["sum"].sum())
+        n_out = n_all - int(ri.counts.sum())
+        out_mask_max = float(np.max(np.where(lab.image.array == 0, act, -np.inf))) if n_out else 0.0
+        rows.append(row("outside_regions", 0, "outside", n_out, fov_sum - in_regions, out_mask_max))
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    df.attrs["metadata"] = {
+        "dose": params.to_json(),
+        "calibration": [c.to_json() for c in cals],
+        "warnings": warnings,
+    }
+    if return_details:
+        return df, QuantResult(params, cals, per_tp_labels, warnings)
+    return df
