@@ -1,0 +1,526 @@
+"""Rigid registration of time points (SimpleITK), and label propagation.
+
+Convention
+----------
+A registration of ``moving`` to ``fixed`` returns a transform that maps
+*fixed-space* points to *moving-space* points (the ITK convention). That is
+exactly what resampling needs to bring the moving image onto the fixed grid::
+
+    result = register_rigid(reference_ct, later_ct)
+    spect_on_reference = resample_image(later_spect, reference_ct, result.transform)
+
+Labels drawn on the fixed (reference) image are carried the other way, onto a
+moving time point's grid, by :func:`propagate_labels`, which inverts the
+transform for the resampling.
+
+Method: centred initialisation (image moments or geometry), Mattes mutual
+information with a fixed random-sampling seed (results are repeatable),
+regular-step gradient descent with optimizer scales from physical shifts, and
+a coarse-to-fine pyramid (shrink factors with matching Gaussian smoothing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InconsistentInputError, InputError
+from ..geometry import Image, to_sitk
+from ..regions.labels import LabelMap
+from .resample import resample_labels
+
+__all__ = [
+    "RigidResult",
+    "TimepointTransforms",
+    "register_rigid",
+    "register_timepoints",
+    "propagate_labels",
+    "save_transform",
+    "load_transform",
+    "CT_CLAMP_HU",
+    "CT_BODY_THRESHOLD_HU",
+]
+
+#: HU window applied to CT before registration (air to dense bone).
+CT_CLAMP_HU = (-1000.0, 1500.0)
+#: CT voxels above this HU (then dilated) form the body mask used for sampling.
+CT_BODY_THRESHOLD_HU = -500.0
+
+_METRICS = ("mattes", "correlation", "meansquares")
+_INITIALISERS = ("moments", "geometry", "none")
+
+
+@dataclass
+class RigidResult:
+    """Outcome of one rigid registration.
+
+    Attributes
+    ----------
+    transform : SimpleITK.Euler3DTransform
+        Maps fixed-space LPS points (mm) to moving-space points.
+    metric_value : float
+        Final value of the optimised metric (Mattes MI is negative: lower is better).
+    iterations : int
+        Optimizer iterations summed over all pyramid levels.
+    quality_ncc : float
+        Normalised cross-correlation between the fixed image and the moving
+        image resampled through ``transform``, inside the fixed mask (or the
+        overlap); 1 is a perfect match.
+    elapsed_s : float
+        Wall time of the registration (seconds).
+    stop_condition : str
+        The optimizer's stop condition at the finest level.
+    metric : str
+        Metric name used.
+    warnings : list of str
+        Things the caller should know (e.g. frames of reference that differ).
+    """
+
+    transform: object
+    metric_value: float = float("nan")
+    iterations: int = 0
+    quality_ncc: float = float("nan")
+    elapsed_s: float = 0.0
+    stop_condition: str = ""
+    metric: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def translation_mm(self) -> np.ndarray:
+        """Translation part of the transform (mm)."""
+        return np.asarray(self.transform.GetTranslation(), dtype=float)
+
+    @property
+    def rotation_deg(self) -> np.ndarray:
+        """Euler angles (x, y, z) of the transform in degrees."""
+        return np.degrees([self.transform.GetAngleX(), self.transform.GetAngleY(),
+                           self.transform.GetAngleZ()])
+
+    def map_points_mm(self, points_mm) -> np.ndarray:
+        """Map fixed-space LPS points ``(..., 3)`` (mm) into moving space."""
+        return _apply_transform(self.transform, points_mm)
+
+
+class TimepointTransforms(list):
+    """One transform per time point (a list), plus the full results and warnings.
+
+    Item ``t`` maps reference-space points to time point ``t``'s points
+    (identity for the reference itself).
+
+    Attributes
+    ----------
+    results : list of RigidResult
+        Per time point; the reference has an identity result.
+    warnings : list of str
+        Frame-of-reference problems and fallbacks, one line each.
+    reference_index : int
+        Index of the reference time point.
+    """
+
+    def __init__(self, results, warnings, reference_index):
+        super().__init__(r.transform for r in results)
+        self.results = list(results)
+        self.warnings = list(warnings)
+        self.reference_index = reference_index
+
+
+# ----------------------------------------------------------------- helpers
+def _apply_transform(transform, points_mm) -> np.ndarray:
+    pts = np.asarray(points_mm, dtype=float)
+    flat = pts.reshape(-1, 3)
+    out = np.array([transform.TransformPoint(tuple(float(v) for v in p)) for p in flat])
+    return out.reshape(pts.shape)
+
+
+def _as_transform(transform):
+    return transform.transform if isinstance(transform, RigidResult) else transform
+
+
+def _prepare(image: Image, clamp):
+    import SimpleITK as sitk
+
+    img = to_sitk(image, dtype=np.float32)
+    if clamp is not None:
+        lo, hi = (float(v) for v in clamp)
+        img = sitk.Clamp(img, sitk.sitkFloat32, lo, hi)
+    return img
+
+
+def _mask_to_sitk(mask, image: Image):
+    import SimpleITK as sitk
+
+    if isinstance(mask, Image):
+        arr = mask.array
+        ref = mask
+    else:
+        arr = np.asarray(mask)
+        ref = image
+        if arr.shape != image.array.shape:
+            raise InconsistentInputError(
+                f"fixed mask shape {arr.shape} differs from the fixed image {image.array.shape}: "
+                "give a mask on the fixed grid (or as an Image)")
+    m = to_sitk(ref.with_array((arr > 0).astype(np.uint8)))
+    return sitk.Cast(m, sitk.sitkUInt8)
+
+
+def body_mask(ct: Image, threshold_hu: float = CT_BODY_THRESHOLD_HU, dilate_mm: float = 8.0) -> Image:
+    """Body mask of a CT: voxels above ``threshold_hu``, dilated by ``dilate_mm``.
+
+    The dilation keeps the body outline (the strongest registration feature)
+    inside the sampled region.
+    """
+    import SimpleITK as sitk
+
+    m = to_sitk(ct.with_array((ct.array > threshold_hu).astype(np.uint8)))
+    radius = [max(1, int(round(dilate_mm / s))) for s in ct.spacing_mm]
+    m = sitk.BinaryDilate(m, radius, sitk.sitkBall)
+    return ct.with_array(sitk.GetArrayFromImage(m).astype(bool), units="mask")
+
+
+def _ncc(fixed_sitk, moving_sitk, transform, mask_sitk) -> float:
+    """NCC of fixed vs. resampled moving on a 2x-shrunk fixed grid."""
+    import SimpleITK as sitk
+
+    shrink = [2 if n >= 32 else 1 for n in fixed_sitk.GetSize()]
+    f = sitk.Shrink(fixed_sitk, shrink)
+    mv = sitk.Resample(moving_sitk, f, transform, sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    a = sitk.GetArrayViewFromImage(f).astype(np.float64)
+    b = sitk.GetArrayViewFromImage(mv).astype(np.float64)
+    ok = np.isfinite(b)
+    if mask_sitk is not None:
+        m = sitk.Resample(mask_sitk, f, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        ok &= sitk.GetArrayViewFromImage(m) > 0
+    if ok.sum() < 10:
+        return float("nan")
+    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
+    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+# ----------------------------------------------------------- registration
+def register_rigid(
+    fixed: Image,
+    moving: Image,
+    *,
+    metric: str = "mattes",
+    levels=(4, 2, 1),
+    smoothing_sigmas_vox=None,
+    sampling_fraction: float = 0.15,
+    histogram_bins: int = 50,
+    max_iterations: int = 200,
+    learning_rate_mm: float = 2.0,
+    min_step_mm: float = 0.01,
+    clamp=None,
+    fixed_mask=None,
+    initialiser: str = "moments",
+    initial_transform=None,
+    seed: int = 1234,
+    threads: int | None = None,
+) -> RigidResult:
+    """Rigidly register ``moving`` to ``fixed``.
+
+    Parameters
+    ----------
+    fixed, moving : Image
+        The two volumes (any grids, same patient coordinate system).
+    metric : {'mattes', 'correlation', 'meansquares'}
+        Similarity metric; Mattes mutual information suits CT-CT and
+        SPECT-SPECT with changing activity.
+    levels : sequence of int
+        Pyramid shrink factors, coarse to fine.
+    smoothing_sigmas_vox : sequence of float, optional
+        Gaussian smoothing per level in (full-resolution) voxels; default
+        half the shrink factor (0 at factor 1).
+    sampling_fraction : float
+        Fraction of voxels sampled (random, seeded) for the metric.
+    histogram_bins : int
+        Mattes histogram bins.
+    max_iterations : int
+        Optimizer iterations per level.
+    learning_rate_mm, min_step_mm : float
+        First and smallest optimizer step; the optimizer scales are set from
+        physical shifts so steps are roughly millimetres.
+    clamp : (float, float), optional
+        Clip intensities of both images to this window (e.g. :data:`CT_CLAMP_HU`).
+    fixed_mask : Image or array, optional
+        Only fixed voxels inside this mask are sampled (e.g. :func:`body_mask`).
+    initialiser : {'moments', 'geometry', 'none'}
+        Centred initial transform from intensity centres of mass or from the
+        centres of the fields of view.
+    initial_transform : SimpleITK.Transform, optional
+        Start from this rigid transform instead (``initialiser`` then only
+        sets nothing).
+    seed : int
+        Sampling seed: the same inputs give the same result.
+    threads : int, optional
+        Threads for the registration (SimpleITK's default when omitted).
+
+    Returns
+    -------
+    RigidResult
+
+    Raises
+    ------
+    InconsistentInputError
+        For an unknown metric or initialiser, or images too small to register.
+    """
+    import SimpleITK as sitk
+
+    if metric not in _METRICS:
+        raise InconsistentInputError(f"unknown registration metric {metric!r}: use one of {', '.join(_METRICS)}")
+    if initialiser not in _INITIALISERS:
+        raise InconsistentInputError(
+            f"unknown registration initialiser {initialiser!r}: use one of {', '.join(_INITIALISERS)}")
+    levels = tuple(int(v) for v in levels)
+    if not levels or any(v < 1 for v in levels):
+        raise InconsistentInputError(f"pyramid levels must be positive integers, got {levels}")
+    if min(fixed.shape_ijk) < 4 or min(moving.shape_ijk) < 4:
+        raise InconsistentInputError("images smaller than 4 voxels along an axis cannot be registered")
+    if smoothing_sigmas_vox is None:
+        smoothing_sigmas_vox = tuple(0.5 * v if v > 1 else 0.0 for v in levels)
+    if len(smoothing_sigmas_vox) != len(levels):
+        raise InconsistentInputError("give one smoothing sigma per pyramid level")
+
+    t0 = time.perf_counter()
+    f = _prepare(fixed, clamp)
+    m = _prepare(moving, clamp)
+
+    if initial_transform is not None:
+        tx = sitk.Euler3DTransform()
+        init = _as_transform(initial_transform)
+        try:
+            tx.SetMatrix(init.GetMatrix())
+            tx.SetTranslation(init.GetTranslation())
+            tx.SetCenter(init.GetCenter())
+        except (AttributeError, RuntimeError):
+            raise InconsistentInputError("initial_transform must be a rigid (Euler/versor) transform") from None
+    elif initialiser == "none":
+        tx = sitk.Euler3DTransform()
+        tx.SetCenter(fixed.index_to_world_mm((np.array(fixed.shape_ijk) - 1) / 2.0).tolist())
+    else:
+        mode = (sitk.CenteredTransformInitializerFilter.MOMENTS if initialiser == "moments"
+                else sitk.CenteredTransformInitializerFilter.GEOMETRY)
+        # moments need non-negative "mass": shift each image to a zero minimum
+        fi = f - float(sitk.GetArrayViewFromImage(f).min()) if initialiser == "moments" else f
+        mi = m - float(sitk.GetArrayViewFromImage(m).min()) if initialiser == "moments" else m
+        try:
+            tx = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(fi, mi, sitk.Euler3DTransform(), mode))
+        except RuntimeError:  # empty image: no centre of mass
+            tx = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+                f, m, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY))
+
+    R = sitk.ImageRegistrationMethod()
+    if threads is not None:
+        R.SetNumberOfThreads(int(threads))
+    if metric == "mattes":
+        R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(histogram_bins))
+    elif metric == "correlation":
+        R.SetMetricAsCorrelation()
+    else:
+        R.SetMetricAsMeanSquares()
+    R.SetMetricSamplingStrategy(R.RANDOM)
+    R.SetMetricSamplingPercentage(float(sampling_fraction), int(seed))
+    mask_sitk = None
+    if fixed_mask is not None:
+        mask_sitk = _mask_to_sitk(fixed_mask, fixed)
+        R.SetMetricFixedMask(mask_sitk)
+    R.SetInterpolator(sitk.sitkLinear)
+    R.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=float(learning_rate_mm), minStep=float(min_step_mm),
+        numberOfIterations=int(max_iterations), relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8)
+    R.SetOptimizerScalesFromPhysicalShift()
+    R.SetShrinkFactorsPerLevel(list(levels))
+    R.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_sigmas_vox])
+    R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    R.SetInitialTransform(tx, inPlace=True)
+
+    counter = {"n": 0}
+    R.AddCommand(sitk.sitkIterationEvent, lambda: counter.__setitem__("n", counter["n"] + 1))
+    try:
+        R.Execute(f, m)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise InconsistentInputError(
+            f"registration failed ({msg}): the images may not overlap; check that both show the same body "
+            "region or give initial_transform") from None
+    elapsed = time.perf_counter() - t0
+    quality = _ncc(f, m, tx, mask_sitk)
+    return RigidResult(
+        transform=tx,
+        metric_value=float(R.GetMetricValue()),
+        iterations=int(counter["n"]),
+        quality_ncc=quality,
+        elapsed_s=elapsed,
+        stop_condition=R.GetOptimizerStopConditionDescription(),
+        metric=metric,
+    )
+
+
+def _identity_result() -> RigidResult:
+    import SimpleITK as sitk
+
+    return RigidResult(transform=sitk.Euler3DTransform(), metric_value=float("nan"), iterations=0,
+                       quality_ncc=1.0, elapsed_s=0.0, stop_condition="reference time point",
+                       metric="identity")
+
+
+def _for_warning(tp, label: str) -> str | None:
+    """A warning when the SPECT and CT frames of reference differ or are missing."""
+    if tp.ct is None:
+        return None
+    fe = tp.emission.get("frame_of_reference_uid")
+    fc = tp.ct.get("frame_of_reference_uid")
+    if fe is None or fc is None:
+        which = " and ".join(n for n, v in (("SPECT", fe), ("CT", fc)) if v is None)
+        return (f"{label}: FrameOfReferenceUID missing from the {which}; the SPECT is assumed to lie in "
+                "the CT's patient coordinates: check the fusion")
+    if str(fe) != str(fc):
+        return (f"{label}: SPECT and CT have different FrameOfReferenceUIDs ({fe} vs {fc}); the SPECT is "
+                "assumed to lie in the CT's patient coordinates: check the fusion or use mode='spect'")
+    return None
+
+
+def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct",
+                        **kwargs) -> TimepointTransforms:
+    """Register every time point to a reference time point.
+
+    Parameters
+    ----------
+    timepoints : sequence of TimePoint
+        The time points (``spectrack.load.model.TimePoint``).
+    reference_index : int
+        Position of the reference time point in ``timepoints``.
+    mode : {'ct', 'spect'}
+        ``'ct'``: each CT is registered to the reference CT (HU clamped to
+        :data:`CT_CLAMP_HU`, sampling restricted to the reference body mask)
+        and the SPECT follows its own CT through the shared frame of
+        reference; a time point without CT falls back to SPECT-to-SPECT with
+        a warning. ``'spect'``: emission volumes are registered directly.
+    **kwargs
+        Passed to :func:`register_rigid`.
+
+    Returns
+    -------
+    TimepointTransforms
+        A list with one ``SimpleITK.Euler3DTransform`` per time point mapping
+        reference-space points to that time point's space (identity for the
+        reference), with ``.results`` and ``.warnings``.
+
+    Raises
+    ------
+    InconsistentInputError
+        For an unknown mode or a reference index out of range.
+    """
+    tps = list(timepoints)
+    if mode not in ("ct", "spect"):
+        raise InconsistentInputError(f"unknown registration mode {mode!r}: use 'ct' or 'spect'")
+    if not tps:
+        return TimepointTransforms([], [], reference_index)
+    if not -len(tps) <= reference_index < len(tps):
+        raise InconsistentInputError(
+            f"reference time point {reference_index} out of range: there are {len(tps)} time points")
+    reference_index %= len(tps)
+    ref = tps[reference_index]
+    warnings: list[str] = []
+
+    def label(n, tp):
+        return getattr(tp, "label", f"tp{n}")
+
+    use_ct = mode == "ct"
+    if use_ct and ref.ct is None:
+        warnings.append(f"{label(reference_index, ref)}: the reference time point has no CT; "
+                        "all time points registered SPECT to SPECT")
+        use_ct = False
+    ref_mask = None
+    if use_ct:
+        ref_mask = body_mask(ref.ct.image)
+    results = []
+    for n, tp in enumerate(tps):
+        lab = label(n, tp)
+        if use_ct:
+            w = _for_warning(tp, lab)
+            if w:
+                warnings.append(w)
+        if n == reference_index:
+            results.append(_identity_result())
+            continue
+        if use_ct and tp.ct is not None:
+            opts = {"clamp": CT_CLAMP_HU, "fixed_mask": ref_mask}
+            opts.update(kwargs)
+            res = register_rigid(ref.ct.image, tp.ct.image, **opts)
+        else:
+            if use_ct:
+                warnings.append(f"{lab}: no CT; registered SPECT to the reference SPECT instead")
+            res = register_rigid(ref.emission.image, tp.emission.image, **kwargs)
+        results.append(res)
+    return TimepointTransforms(results, warnings, reference_index)
+
+
+# ------------------------------------------------------------- labels, I/O
+def propagate_labels(labels: LabelMap, transform, target: Image) -> LabelMap:
+    """Carry labels drawn in the fixed (reference) space onto a moving grid.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        Labels in the fixed space of the registration (any grid).
+    transform : SimpleITK.Transform or RigidResult
+        Maps fixed-space points to moving-space points, as returned by
+        :func:`register_rigid` (fixed = the labels' time point) and
+        :func:`register_timepoints`; it is inverted for the resampling.
+    target : Image
+        The moving time point's image: its grid is the output grid.
+
+    Returns
+    -------
+    LabelMap
+        Nearest-neighbour labels on ``target``'s grid, same names.
+    """
+    tf = _as_transform(transform)
+    try:
+        inverse = tf.GetInverse()
+    except RuntimeError:
+        raise InconsistentInputError("the transform cannot be inverted: give a rigid or affine transform") from None
+    out = resample_labels(labels.image, target, inverse)
+    src = f"{labels.source} propagated" if labels.source else "propagated"
+    return LabelMap(out, dict(labels.names), src)
+
+
+def save_transform(transform, path) -> Path:
+    """Write a transform (or a :class:`RigidResult`'s) as an ITK ``.tfm`` file."""
+    import SimpleITK as sitk
+
+    from ..io_utils import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteTransform(_as_transform(transform), str(tmp))
+    return path
+
+
+def load_transform(path):
+    """Read an ITK transform file (``.tfm``/``.txt``/``.h5``) written by :func:`save_transform`.
+
+    Returns
+    -------
+    SimpleITK.Transform
+        Downcast to its concrete class (e.g. ``Euler3DTransform``).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"transform file {path} does not exist: check the path")
+    try:
+        tf = sitk.ReadTransform(str(path))
+    except RuntimeError:
+        raise InputError(f"cannot read {path} as an ITK transform file: write it with save_transform") from None
+    try:
+        return tf.Downcast()
+    except (AttributeError, RuntimeError):
+        return tf

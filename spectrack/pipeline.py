@@ -1,0 +1,232 @@
+"""The one orchestration function: load -> align -> regions -> quantify -> kinetics -> report.
+
+The command line, the napari plugin, batch runs and the Python API all call
+:func:`run_study`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError, LabelError, SpectrackError
+from .io_utils import atomic_path, atomic_write_text
+from .load.model import Series, Study
+from .settings import Settings
+
+__all__ = ["run_study", "StudyResult", "describe_study", "Cancelled", "STAGES"]
+
+STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
+
+
+class Cancelled(SpectrackError):
+    """The run was cancelled by the user (exit 130)."""
+
+    exit_code = 130
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` produced."""
+
+    table: object  # pandas.DataFrame
+    study: Study
+    metadata: dict
+    outputs: dict[str, Path] = field(default_factory=dict)
+    labels: list = field(default_factory=list)
+    kinetics: object | None = None
+    transforms: list | None = None
+
+
+def _series_json(s: Series | None) -> dict | None:
+    if s is None:
+        return None
+    img = s.image
+    return {
+        "modality": s.modality,
+        "description": s.describe(),
+        "n_files": len(s.files),
+        "grid": {"shape_ijk": list(img.shape_ijk), "spacing_mm": img.spacing_mm.tolist(),
+                 "origin_mm_lps": img.origin_mm.tolist(), "direction": img.direction.tolist()},
+        "meta": {k: v.to_json() for k, v in sorted(s.meta.items()) if k != "pair_with"},
+    }
+
+
+def describe_study(study: Study) -> dict:
+    """JSON-ready description of a loaded study: series, time points, metadata with sources."""
+    return {
+        "subject": study.subject,
+        "path": str(study.path),
+        "timepoints": [
+            {"index": tp.index,
+             "acquisition_start": tp.acquisition_start.isoformat(sep=" ") if tp.acquisition_start else None,
+             "emission": _series_json(tp.emission), "ct": _series_json(tp.ct)}
+            for tp in study.timepoints
+        ],
+        "unpaired_ct": [_series_json(s) for s in study.extra_series],
+        "warnings": list(study.warnings),
+    }
+
+
+def _json_default(o):
+    import datetime as dt
+
+    import numpy as np
+
+    if isinstance(o, (dt.datetime, dt.date, dt.time)):
+        return o.isoformat()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write JSON atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def run_study(
+    path,
+    settings: Settings | dict | None = None,
+    *,
+    out_dir=None,
+    labels=None,
+    study: Study | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    command: list[str] | None = None,
+) -> StudyResult:
+    """Run the whole pipeline on one study.
+
+    Parameters
+    ----------
+    path : path-like
+        Study folder, study file or single image (see :func:`spectrack.load_study`).
+    settings : Settings or dict, optional
+        Options (see :class:`spectrack.settings.Settings`); a dict is validated.
+    out_dir : path-like, optional
+        Where to write ``regions.csv``, ``study.json`` (and the report);
+        nothing is written when ``None``.
+    labels : LabelMap or path, optional
+        Regions; overrides ``settings.labels``.
+    study : Study, optional
+        An already loaded study (skips loading ``path``).
+    progress : callable(stage, fraction), optional
+        Called as stages start and end.
+    cancel : callable() -> bool, optional
+        Polled between stages; when it returns True the run stops with
+        :class:`Cancelled` and writes nothing.
+
+    Returns
+    -------
+    StudyResult
+    """
+    from .load import load_study
+    from .provenance import provenance
+    from .quantify import quantify
+    from .regions.labels import LabelMap, read_label_map
+    from .settings import settings_from_mapping
+
+    if settings is None:
+        settings = Settings()
+    elif isinstance(settings, dict):
+        settings = settings_from_mapping(settings)
+
+    def step(stage, frac):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled by the user; nothing was written")
+        if progress is not None:
+            progress(stage, frac)
+
+    step("load", 0.0)
+    if study is None:
+        study = load_study(path, times_h=settings.times_h, subject=settings.subject)
+    label_inputs = []
+    step("regions", 0.2)
+    lab = labels if labels is not None else settings.labels
+    if isinstance(lab, (str, Path)):
+        label_inputs.append(Path(lab))
+        stem_tsv = None
+        lab = read_label_map(lab)
+        src = Path(lab.source)
+        for ext in (".tsv", ".json"):
+            from .regions.labels import nifti_stem
+
+            cand = src.with_name(nifti_stem(src) + ext)
+            if cand.exists():
+                stem_tsv = cand
+        if stem_tsv:
+            label_inputs.append(stem_tsv)
+    if lab is None and settings.auto_regions:
+        from .regions.auto import segment_study
+
+        lab = segment_study(study, preset=settings.auto_regions, reference=settings.reference)
+    if lab is None:
+        raise LabelError("no regions given: pass a label map with --labels FILE (NIfTI with a names TSV) "
+                         "or ask for automatic regions with --auto-regions rat|nhp|human")
+    if not isinstance(lab, (LabelMap, list)):
+        raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
+
+    transforms = None
+    step("align", 0.3)
+    if settings.register and len(study.timepoints) > 1:
+        from .align.register import register_timepoints
+
+        reg = register_timepoints(study.timepoints, reference_index=settings.reference)
+        transforms = reg.transforms if hasattr(reg, "transforms") else reg
+        for w in getattr(reg, "warnings", []) or []:
+            study.warnings.append(w)
+
+    step("quantify", 0.5)
+    table, details = quantify(
+        study, lab,
+        calibration=settings.calibration,
+        sensitivity_cps_per_mbq=settings.sensitivity_cps_per_mbq,
+        fov_timepoint=settings.fov_timepoint,
+        injected_mbq=settings.injected_mbq,
+        injection_time=settings.datetime("injection_time"),
+        injected_measured_at=settings.datetime("injected_measured_at"),
+        residual_mbq=settings.residual_mbq,
+        residual_time=settings.datetime("residual_time"),
+        half_life_h=settings.half_life_h,
+        radionuclide=settings.radionuclide,
+        duration_s=settings.duration_s,
+        transforms=transforms,
+        return_details=True,
+    )
+    if settings.species:
+        table.insert(1, "species", settings.species)
+    if settings.group:
+        table.insert(2 if settings.species else 1, "group", settings.group)
+
+    kin = None
+    step("kinetics", 0.7)
+    step("report", 0.85)
+    label_map0 = lab[0] if isinstance(lab, list) else lab
+    inputs = study.input_files + label_inputs
+    meta = {
+        "study": describe_study(study),
+        "dose": details.params.to_json(),
+        "calibration": [c.to_json() for c in details.calibrations],
+        "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())}},
+        "warnings": details.warnings,
+        "columns": __import__("spectrack.quantify.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
+        "provenance": provenance(inputs, settings.to_dict(), command=command),
+    }
+    result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
+                         kinetics=kin, transforms=transforms)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "regions.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.9g")
+        result.outputs["regions.csv"] = out / "regions.csv"
+        result.outputs["study.json"] = write_json(out / "study.json", meta)
+    step("report", 1.0)
+    return result
