@@ -2,7 +2,7 @@
 
 Data flow (one sub-package per step)::
 
-    load -> align -> regions -> quantify -> kinetics -> report
+    load -> align -> regions -> quantification -> kinetics -> report
 
 The public API is re-exported here lazily so ``import spectrack`` stays fast.
 """
@@ -18,7 +18,7 @@ def __getattr__(name):  # lazy re-exports (PEP 562)
 
         return load_study
     if name == "quantify":
-        from .quantify import quantify
+        from .quantification import quantify
 
         return quantify
     if name == "run_study":

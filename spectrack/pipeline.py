@@ -129,7 +129,7 @@ def run_study(
     """
     from .load import load_study
     from .provenance import provenance
-    from .quantify import quantify
+    from .quantification import quantify
     from .regions.labels import LabelMap, read_label_map
     from .settings import settings_from_mapping
 
@@ -216,7 +216,7 @@ def run_study(
         "calibration": [c.to_json() for c in details.calibrations],
         "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())}},
         "warnings": details.warnings,
-        "columns": __import__("spectrack.quantify.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
+        "columns": __import__("spectrack.quantification.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,

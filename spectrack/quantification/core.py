@@ -89,13 +89,13 @@ def quantify(
         nearest neighbour onto each emission volume. A list gives one label
         map per time point (e.g. propagated by registration).
     calibration : {"auto", "image", "sensitivity", "fov"}
-        See :mod:`spectrack.quantify.calibration`.
+        See :mod:`spectrack.quantification.calibration`.
     sensitivity_cps_per_mbq : float, optional
         System volume sensitivity for count images (``--sensitivity``).
     fov_timepoint : int
         Time point used by ``fov`` normalisation.
     injected_mbq, injection_time, injected_measured_at, residual_mbq, residual_time, half_life_h, radionuclide
-        Override the headers (see :func:`~spectrack.quantify.parameters.resolve_parameters`).
+        Override the headers (see :func:`~spectrack.quantification.parameters.resolve_parameters`).
     duration_s : float, optional
         Acquisition duration overriding the headers.
     transforms : list, optional

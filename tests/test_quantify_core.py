@@ -1,0 +1,244 @@
+"""Quantification core on hand-built NIfTI studies with analytic answers."""
+
+import datetime as dt
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spectrack import load_study, quantify
+from spectrack.errors import InconsistentInputError, LabelError, MissingMetadataError
+from spectrack.geometry import Image, to_nifti_affine
+from spectrack.regions.labels import LabelMap, read_label_map, write_label_map
+
+HL = 6.0067
+LAM = math.log(2) / HL
+INJ = dt.datetime(2026, 3, 14, 22, 40, 0)
+A_INJ = 150.0
+S_CPS = 80.0  # cps/MBq
+
+
+def _grid(shape=(10, 12, 14), spacing=(3.0, 3.0, 4.0)):
+    return Image(np.zeros(shape, np.float32), origin_mm=(-20, -15, 100), spacing_mm=spacing)
+
+
+def _labels(img):
+    lab = np.zeros(img.array.shape, np.int16)
+    lab[2:5, 3:7, 2:6] = 1   # 3*4*4 = 48 voxels
+    lab[6:9, 2:5, 8:12] = 2  # 36 voxels
+    return LabelMap(img.with_array(lab, units="label"), {1: "brain", 2: "liver"})
+
+
+def _write(path, img, side=None):
+    arr, aff = to_nifti_affine(img)
+    nib.save(nib.Nifti1Image(arr.astype(np.float32), aff), path)
+    if side is not None:
+        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(side))
+
+
+def make_nifti_study(tmp_path, units="Bq/mL", times_h=(0.5, 4.0, 26.0), frac=((0.3, 0.1), (0.2, 0.25), (0.05, 0.4)),
+                     duration_s=1200.0):
+    """Two regions holding given fractions of the injected dose (decay-corrected)."""
+    g = _grid()
+    lm = _labels(g)
+    vox_ml = g.voxel_volume_ml
+    truth = []
+    scans = ["filename\tacq_time"]
+    for n, (t, (f1, f2)) in enumerate(zip(times_h, frac)):
+        arr = np.zeros(g.array.shape, np.float64)
+        phys = math.exp(-LAM * t)
+        a1 = A_INJ * f1 * phys  # MBq at scan start
+        a2 = A_INJ * f2 * phys
+        iff = LAM * duration_s / 3600 / (1 - math.exp(-LAM * duration_s / 3600))
+        m1, m2 = lm.image.array == 1, lm.image.array == 2
+        if units == "Bq/mL":
+            # mean over the frame (DecayCorrection NONE) = start / in-frame factor
+            arr[m1] = a1 / m1.sum() / vox_ml * 1e6 / iff
+            arr[m2] = a2 / m2.sum() / vox_ml * 1e6 / iff
+        else:
+            arr[m1] = a1 / m1.sum() * S_CPS * duration_s / iff
+            arr[m2] = a2 / m2.sum() * S_CPS * duration_s / iff
+        acq = INJ + dt.timedelta(hours=t)
+        side = {"Modality": "NM", "TracerRadionuclide": "99mTc", "InjectedRadioactivity": A_INJ,
+                "InjectedRadioactivityUnits": "MBq", "TimeZero": INJ.strftime("%H:%M:%S"), "InjectionStart": 0,
+                "ScanStart": t * 3600, "FrameTimesStart": [0], "FrameDuration": [duration_s],
+                "ImageDecayCorrected": False, "Units": units}
+        _write(tmp_path / f"tp{n}_spect.nii.gz", g.with_array(arr.astype(np.float32)), side)
+        scans.append(f"tp{n}_spect.nii.gz\t{acq.isoformat()}")
+        truth.append({"time_h": t, "brain": 100 * f1, "liver": 100 * f2})
+    (tmp_path / "scans.tsv").write_text("\n".join(scans) + "\n")
+    write_label_map(lm, tmp_path / "labels.nii.gz")
+    return truth
+
+
+@pytest.mark.parametrize("units", ["Bq/mL", "counts"])
+def test_pct_id_matches_analytic(tmp_path, units):
+    truth = make_nifti_study(tmp_path, units=units)
+    st = load_study(tmp_path)
+    assert len(st.timepoints) == 3
+    labels = read_label_map(tmp_path / "labels.nii.gz")
+    kw = {"sensitivity_cps_per_mbq": S_CPS} if units == "counts" else {}
+    df = quantify(st, labels, **kw)
+    for tr, (tp, g) in zip(truth, df[df.kind == "region"].groupby("timepoint")):
+        g = g.set_index("region")
+        assert g.loc["brain", "time_h"] == pytest.approx(tr["time_h"], abs=1e-9)
+        for r in ("brain", "liver"):
+            assert g.loc[r, "pct_id"] == pytest.approx(tr[r], rel=1e-5)
+            assert g.loc[r, "pct_id_uncorrected"] == pytest.approx(tr[r] * math.exp(-LAM * tr["time_h"]), rel=1e-5)
+            assert g.loc[r, "activity_mbq_decay_corrected"] == pytest.approx(A_INJ * tr[r] / 100, rel=1e-5)
+    brain = df[(df.region == "brain")].iloc[0]
+    assert brain.volume_ml == pytest.approx(48 * 3 * 3 * 4 / 1000)
+    assert brain.pct_id_per_ml == pytest.approx(brain.pct_id / brain.volume_ml)
+    # uniform region: mean == max concentration
+    assert brain.max_bq_per_ml == pytest.approx(brain.mean_bq_per_ml, rel=1e-5)
+    fov = df[(df.kind == "fov") & (df.timepoint == 0)].iloc[0]
+    assert fov.pct_id == pytest.approx(40.0, rel=1e-5)
+    md = df.attrs["metadata"]["dose"]
+    assert md["injected_activity_mbq"]["value"] == A_INJ
+    assert "InjectedRadioactivity" in md["injected_activity_mbq"]["source"]
+
+
+def test_scan_after_midnight_and_days_later(tmp_path):
+    make_nifti_study(tmp_path, times_h=(0.5, 4.0, 50.0))
+    st = load_study(tmp_path)
+    days = [tp.acquisition_start.date() for tp in st.timepoints]
+    assert days[0] == dt.date(2026, 3, 14) and days[1] == dt.date(2026, 3, 15) and days[2] == dt.date(2026, 3, 17)
+    df = quantify(st, read_label_map(tmp_path / "labels.nii.gz"))
+    assert sorted(df.time_h.unique()) == pytest.approx([0.5, 4.0, 50.0])
+
+
+def test_fov_normalisation(tmp_path):
+    # at the first time point 40 % of the dose is in the field of view; fov normalisation assumes 100 %,
+    # so every %ID scales by 100/40
+    truth = make_nifti_study(tmp_path, units="counts")
+    st = load_study(tmp_path)
+    df = quantify(st, read_label_map(tmp_path / "labels.nii.gz"), calibration="fov", fov_timepoint=0)
+    g = df[(df.timepoint == 1)].set_index("region")
+    assert g.loc["brain", "pct_id"] == pytest.approx(truth[1]["brain"] * 2.5, rel=1e-5)
+    assert df[(df.kind == "fov") & (df.timepoint == 0)].pct_id.iloc[0] == pytest.approx(100.0, rel=1e-9)
+
+
+def test_options_override_headers(tmp_path):
+    truth = make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    lm = read_label_map(tmp_path / "labels.nii.gz")
+    df = quantify(st, lm, injected_mbq=2 * A_INJ)
+    b = df[(df.region == "brain") & (df.timepoint == 0)].iloc[0]
+    assert b.pct_id == pytest.approx(truth[0]["brain"] / 2, rel=1e-5)
+    assert df.attrs["metadata"]["dose"]["injected_activity_mbq"]["source"] == "option --injected-mbq"
+    # injection 1 h earlier: times shift by 1 h, decay correction grows by exp(lam)
+    df2 = quantify(st, lm, injection_time=INJ - dt.timedelta(hours=1))
+    b2 = df2[(df2.region == "brain") & (df2.timepoint == 0)].iloc[0]
+    assert b2.time_h == pytest.approx(1.5)
+    assert b2.pct_id == pytest.approx(truth[0]["brain"] * math.exp(LAM), rel=1e-5)
+
+
+def test_residual_activity(tmp_path):
+    truth = make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    lm = read_label_map(tmp_path / "labels.nii.gz")
+    # residual 10 MBq measured 2 h after injection -> 10*exp(2 lam) MBq at injection
+    df = quantify(st, lm, injected_mbq=A_INJ, residual_mbq=10.0, residual_time=INJ + dt.timedelta(hours=2))
+    net = A_INJ - 10 * math.exp(2 * LAM)
+    b = df[(df.region == "brain") & (df.timepoint == 0)].iloc[0]
+    assert b.pct_id == pytest.approx(truth[0]["brain"] * A_INJ / net, rel=1e-5)
+
+
+def test_half_life_override_changes_decay_correction(tmp_path):
+    make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    lm = read_label_map(tmp_path / "labels.nii.gz")
+    a = quantify(st, lm)
+    b = quantify(st, lm, half_life_h=6.02)
+    ra = a[(a.region == "brain") & (a.timepoint == 2)].iloc[0]
+    rb = b[(b.region == "brain") & (b.timepoint == 2)].iloc[0]
+    assert rb.pct_id < ra.pct_id
+    assert b.attrs["metadata"]["dose"]["half_life_h"]["source"] == "option --half-life-h"
+
+
+def test_missing_injected_activity_names_tag_and_option(tmp_path):
+    make_nifti_study(tmp_path)
+    for p in tmp_path.glob("*.json"):
+        d = json.loads(p.read_text())
+        d.pop("InjectedRadioactivity")
+        p.write_text(json.dumps(d))
+    st = load_study(tmp_path)
+    with pytest.raises(MissingMetadataError) as e:
+        quantify(st, read_label_map(tmp_path / "labels.nii.gz"))
+    msg = str(e.value)
+    assert "InjectedRadioactivity" in msg and "RadionuclideTotalDose" in msg and "--injected-mbq" in msg
+    assert e.value.exit_code == 4
+
+
+def test_missing_sensitivity_for_counts(tmp_path):
+    make_nifti_study(tmp_path, units="counts")
+    st = load_study(tmp_path)
+    with pytest.raises(MissingMetadataError, match="--sensitivity"):
+        quantify(st, read_label_map(tmp_path / "labels.nii.gz"))
+
+
+def test_scan_before_injection(tmp_path):
+    make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    with pytest.raises(InconsistentInputError, match="before the injection"):
+        quantify(st, read_label_map(tmp_path / "labels.nii.gz"), injection_time=INJ + dt.timedelta(hours=1))
+
+
+@pytest.mark.parametrize("dur", [0.0, -10.0])
+def test_zero_or_negative_duration(tmp_path, dur):
+    make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    with pytest.raises(InconsistentInputError, match="duration"):
+        quantify(st, read_label_map(tmp_path / "labels.nii.gz"), duration_s=dur)
+
+
+def test_labels_not_overlapping(tmp_path):
+    make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    far = _grid()
+    far.origin_mm = far.origin_mm + 1000.0
+    lm = _labels(far)
+    with pytest.raises(LabelError, match="does not overlap"):
+        quantify(st, lm)
+
+
+def test_labels_on_finer_grid_are_resampled(tmp_path):
+    truth = make_nifti_study(tmp_path)
+    st = load_study(tmp_path)
+    lm = read_label_map(tmp_path / "labels.nii.gz")
+    # the same regions on a grid 3x finer in each axis, voxel centres aligned on the coarse centres
+    fine = np.repeat(np.repeat(np.repeat(lm.image.array, 3, 0), 3, 1), 3, 2)
+    sp = lm.image.spacing_mm / 3
+    origin = lm.image.origin_mm - sp  # centre of the first fine voxel
+    fine_lm = LabelMap(Image(fine, origin, sp, lm.image.direction), lm.names)
+    df = quantify(st, fine_lm)
+    b = df[(df.region == "brain") & (df.timepoint == 0)].iloc[0]
+    assert b.pct_id == pytest.approx(truth[0]["brain"], rel=1e-5)
+
+
+def test_names_from_tsv_and_json(tmp_path):
+    make_nifti_study(tmp_path)
+    lm = read_label_map(tmp_path / "labels.nii.gz")
+    assert lm.names == {1: "brain", 2: "liver"}
+    (tmp_path / "labels.tsv").unlink()
+    (tmp_path / "labels.json").write_text(json.dumps({"1": "cortex", "2": "hepar"}))
+    assert read_label_map(tmp_path / "labels.nii.gz").names == {1: "cortex", 2: "hepar"}
+
+
+def test_times_on_command_line_for_bare_nifti(tmp_path):
+    g = _grid()
+    lm = _labels(g)
+    files = []
+    for n, t in enumerate([4.0, 24.0]):
+        arr = np.where(lm.image.array == 1, 1000.0 * math.exp(-LAM * t), 0.0).astype(np.float32)
+        p = tmp_path / f"SPECT-{n}.nii.gz"
+        _write(p, g.with_array(arr))
+        files.append(p)
+    st = load_study(files, times_h=[4.0, 24.0])
+    df = quantify(st, lm, injected_mbq=10.0, sensitivity_cps_per_mbq=1.0, duration_s=1.0, radionuclide="Tc-99m")
+    b = df[df.region == "brain"].set_index("timepoint")
+    assert b.loc[0, "time_h"] == pytest.approx(4.0)
+    # decay-corrected activity is constant when the physical one follows decay
+    assert b.loc[1, "pct_id"] == pytest.approx(b.loc[0, "pct_id"], rel=1e-6)
