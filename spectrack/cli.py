@@ -40,13 +40,18 @@ def _warn(lines):
         con.print(f"[yellow]warning:[/yellow] {w}")
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    if version:
+def _print_version(value: bool):
+    if value:
         from ._version import __version__
 
         typer.echo(f"spectrack {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                       callback=_print_version, is_eager=True)):
+    """Percent injected dose per region over time from SPECT/CT (and PET) series."""
 
 
 @app.command()
@@ -206,8 +211,6 @@ def phantom(
 
 def main(args=None) -> int:
     """Entry point: run the CLI, turning domain errors into one line and an exit code."""
-    import click
-
     from .errors import SpectrackError
 
     cmd = typer.main.get_command(app)
@@ -217,17 +220,17 @@ def main(args=None) -> int:
     except SpectrackError as e:
         _console(stderr=True).print(f"[red]spectrack: error:[/red] {e}", markup=True)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except (typer.Abort, KeyboardInterrupt):
         _console(stderr=True).print("spectrack: interrupted")
         return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except KeyboardInterrupt:
-        _console(stderr=True).print("spectrack: interrupted")
-        return 130
+    except Exception as e:
+        # click (vendored or not) usage errors: print usage and the message, exit 2
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            return int(e.exit_code)
+        raise
 
 
 def _entry():  # console script

@@ -17,7 +17,7 @@ HL = 6.0067
 LAM = math.log(2) / HL
 INJ = dt.datetime(2026, 3, 14, 22, 40, 0)
 A_INJ = 150.0
-S_CPS = 80.0  # cps/MBq
+S_CPS = 80.0
 
 
 def _grid(shape=(10, 12, 14), spacing=(3.0, 3.0, 4.0)):
@@ -26,56 +26,19 @@ def _grid(shape=(10, 12, 14), spacing=(3.0, 3.0, 4.0)):
 
 def _labels(img):
     lab = np.zeros(img.array.shape, np.int16)
-    lab[2:5, 3:7, 2:6] = 1   # 3*4*4 = 48 voxels
-    lab[6:9, 2:5, 8:12] = 2  # 36 voxels
+    lab[2:5, 3:7, 2:6] = 1
+    lab[6:9, 2:5, 8:12] = 2
     return LabelMap(img.with_array(lab, units="label"), {1: "brain", 2: "liver"})
 
 
 def _write(path, img, side=None):
     arr, aff = to_nifti_affine(img)
     nib.save(nib.Nifti1Image(arr.astype(np.float32), aff), path)
-    if side is not None:
-        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(side))
-
-
-def make_nifti_study(tmp_path, units="Bq/mL", times_h=(0.5, 4.0, 26.0), frac=((0.3, 0.1), (0.2, 0.25), (0.05, 0.4)),
-                     duration_s=1200.0):
-    """Two regions holding given fractions of the injected dose (decay-corrected)."""
-    g = _grid()
-    lm = _labels(g)
-    vox_ml = g.voxel_volume_ml
-    truth = []
-    scans = ["filename\tacq_time"]
-    for n, (t, (f1, f2)) in enumerate(zip(times_h, frac)):
-        arr = np.zeros(g.array.shape, np.float64)
-        phys = math.exp(-LAM * t)
-        a1 = A_INJ * f1 * phys  # MBq at scan start
-        a2 = A_INJ * f2 * phys
-        iff = LAM * duration_s / 3600 / (1 - math.exp(-LAM * duration_s / 3600))
-        m1, m2 = lm.image.array == 1, lm.image.array == 2
-        if units == "Bq/mL":
-            # mean over the frame (DecayCorrection NONE) = start / in-frame factor
-            arr[m1] = a1 / m1.sum() / vox_ml * 1e6 / iff
-            arr[m2] = a2 / m2.sum() / vox_ml * 1e6 / iff
-        else:
-            arr[m1] = a1 / m1.sum() * S_CPS * duration_s / iff
-            arr[m2] = a2 / m2.sum() * S_CPS * duration_s / iff
-        acq = INJ + dt.timedelta(hours=t)
-        side = {"Modality": "NM", "TracerRadionuclide": "99mTc", "InjectedRadioactivity": A_INJ,
-                "InjectedRadioactivityUnits": "MBq", "TimeZero": INJ.strftime("%H:%M:%S"), "InjectionStart": 0,
-                "ScanStart": t * 3600, "FrameTimesStart": [0], "FrameDuration": [duration_s],
-                "ImageDecayCorrected": False, "Units": units}
-        _write(tmp_path / f"tp{n}_spect.nii.gz", g.with_array(arr.astype(np.float32)), side)
-        scans.append(f"tp{n}_spect.nii.gz\t{acq.isoformat()}")
-        truth.append({"time_h": t, "brain": 100 * f1, "liver": 100 * f2})
-    (tmp_path / "scans.tsv").write_text("\n".join(scans) + "\n")
-    write_label_map(lm, tmp_path / "labels.nii.gz")
-    return truth
 
 
 @pytest.mark.parametrize("units", ["Bq/mL", "counts"])
-def test_pct_id_matches_analytic(tmp_path, units):
-    truth = make_nifti_study(tmp_path, units=units)
+def test_pct_id_matches_analytic(tmp_path, units, nifti_study):
+    truth = nifti_study(tmp_path, units=units)
     st = load_study(tmp_path)
     assert len(st.timepoints) == 3
     labels = read_label_map(tmp_path / "labels.nii.gz")
@@ -100,8 +63,8 @@ def test_pct_id_matches_analytic(tmp_path, units):
     assert "InjectedRadioactivity" in md["injected_activity_mbq"]["source"]
 
 
-def test_scan_after_midnight_and_days_later(tmp_path):
-    make_nifti_study(tmp_path, times_h=(0.5, 4.0, 50.0))
+def test_scan_after_midnight_and_days_later(tmp_path, nifti_study):
+    nifti_study(tmp_path, times_h=(0.5, 4.0, 50.0))
     st = load_study(tmp_path)
     days = [tp.acquisition_start.date() for tp in st.timepoints]
     assert days[0] == dt.date(2026, 3, 14) and days[1] == dt.date(2026, 3, 15) and days[2] == dt.date(2026, 3, 17)
@@ -109,10 +72,10 @@ def test_scan_after_midnight_and_days_later(tmp_path):
     assert sorted(df.time_h.unique()) == pytest.approx([0.5, 4.0, 50.0])
 
 
-def test_fov_normalisation(tmp_path):
+def test_fov_normalisation(tmp_path, nifti_study):
     # at the first time point 40 % of the dose is in the field of view; fov normalisation assumes 100 %,
     # so every %ID scales by 100/40
-    truth = make_nifti_study(tmp_path, units="counts")
+    truth = nifti_study(tmp_path, units="counts")
     st = load_study(tmp_path)
     df = quantify(st, read_label_map(tmp_path / "labels.nii.gz"), calibration="fov", fov_timepoint=0)
     g = df[(df.timepoint == 1)].set_index("region")
@@ -120,8 +83,8 @@ def test_fov_normalisation(tmp_path):
     assert df[(df.kind == "fov") & (df.timepoint == 0)].pct_id.iloc[0] == pytest.approx(100.0, rel=1e-9)
 
 
-def test_options_override_headers(tmp_path):
-    truth = make_nifti_study(tmp_path)
+def test_options_override_headers(tmp_path, nifti_study):
+    truth = nifti_study(tmp_path)
     st = load_study(tmp_path)
     lm = read_label_map(tmp_path / "labels.nii.gz")
     df = quantify(st, lm, injected_mbq=2 * A_INJ)
@@ -135,8 +98,8 @@ def test_options_override_headers(tmp_path):
     assert b2.pct_id == pytest.approx(truth[0]["brain"] * math.exp(LAM), rel=1e-5)
 
 
-def test_residual_activity(tmp_path):
-    truth = make_nifti_study(tmp_path)
+def test_residual_activity(tmp_path, nifti_study):
+    truth = nifti_study(tmp_path)
     st = load_study(tmp_path)
     lm = read_label_map(tmp_path / "labels.nii.gz")
     # residual 10 MBq measured 2 h after injection -> 10*exp(2 lam) MBq at injection
@@ -146,8 +109,8 @@ def test_residual_activity(tmp_path):
     assert b.pct_id == pytest.approx(truth[0]["brain"] * A_INJ / net, rel=1e-5)
 
 
-def test_half_life_override_changes_decay_correction(tmp_path):
-    make_nifti_study(tmp_path)
+def test_half_life_override_changes_decay_correction(tmp_path, nifti_study):
+    nifti_study(tmp_path)
     st = load_study(tmp_path)
     lm = read_label_map(tmp_path / "labels.nii.gz")
     a = quantify(st, lm)
@@ -158,8 +121,8 @@ def test_half_life_override_changes_decay_correction(tmp_path):
     assert b.attrs["metadata"]["dose"]["half_life_h"]["source"] == "option --half-life-h"
 
 
-def test_missing_injected_activity_names_tag_and_option(tmp_path):
-    make_nifti_study(tmp_path)
+def test_missing_injected_activity_names_tag_and_option(tmp_path, nifti_study):
+    nifti_study(tmp_path)
     for p in tmp_path.glob("*.json"):
         d = json.loads(p.read_text())
         d.pop("InjectedRadioactivity")
@@ -172,30 +135,30 @@ def test_missing_injected_activity_names_tag_and_option(tmp_path):
     assert e.value.exit_code == 4
 
 
-def test_missing_sensitivity_for_counts(tmp_path):
-    make_nifti_study(tmp_path, units="counts")
+def test_missing_sensitivity_for_counts(tmp_path, nifti_study):
+    nifti_study(tmp_path, units="counts")
     st = load_study(tmp_path)
     with pytest.raises(MissingMetadataError, match="--sensitivity"):
         quantify(st, read_label_map(tmp_path / "labels.nii.gz"))
 
 
-def test_scan_before_injection(tmp_path):
-    make_nifti_study(tmp_path)
+def test_scan_before_injection(tmp_path, nifti_study):
+    nifti_study(tmp_path)
     st = load_study(tmp_path)
     with pytest.raises(InconsistentInputError, match="before the injection"):
         quantify(st, read_label_map(tmp_path / "labels.nii.gz"), injection_time=INJ + dt.timedelta(hours=1))
 
 
 @pytest.mark.parametrize("dur", [0.0, -10.0])
-def test_zero_or_negative_duration(tmp_path, dur):
-    make_nifti_study(tmp_path)
+def test_zero_or_negative_duration(tmp_path, dur, nifti_study):
+    nifti_study(tmp_path)
     st = load_study(tmp_path)
     with pytest.raises(InconsistentInputError, match="duration"):
         quantify(st, read_label_map(tmp_path / "labels.nii.gz"), duration_s=dur)
 
 
-def test_labels_not_overlapping(tmp_path):
-    make_nifti_study(tmp_path)
+def test_labels_not_overlapping(tmp_path, nifti_study):
+    nifti_study(tmp_path)
     st = load_study(tmp_path)
     far = _grid()
     far.origin_mm = far.origin_mm + 1000.0
@@ -204,8 +167,8 @@ def test_labels_not_overlapping(tmp_path):
         quantify(st, lm)
 
 
-def test_labels_on_finer_grid_are_resampled(tmp_path):
-    truth = make_nifti_study(tmp_path)
+def test_labels_on_finer_grid_are_resampled(tmp_path, nifti_study):
+    truth = nifti_study(tmp_path)
     st = load_study(tmp_path)
     lm = read_label_map(tmp_path / "labels.nii.gz")
     # the same regions on a grid 3x finer in each axis, voxel centres aligned on the coarse centres
@@ -218,8 +181,8 @@ def test_labels_on_finer_grid_are_resampled(tmp_path):
     assert b.pct_id == pytest.approx(truth[0]["brain"], rel=1e-5)
 
 
-def test_names_from_tsv_and_json(tmp_path):
-    make_nifti_study(tmp_path)
+def test_names_from_tsv_and_json(tmp_path, nifti_study):
+    nifti_study(tmp_path)
     lm = read_label_map(tmp_path / "labels.nii.gz")
     assert lm.names == {1: "brain", 2: "liver"}
     (tmp_path / "labels.tsv").unlink()
