@@ -209,6 +209,68 @@ def phantom(
     _console().print(f"wrote phantom study to {out} (truth in {out / 'truth.json'})")
 
 
+@app.command()
+def batch(
+    root: Optional[Path] = typer.Argument(None, help="Folder with one study per subfolder (DICOM and/or NIfTI)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (studies/, logs/, cohort.csv, report)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", "-m",
+                                            help="CSV/TSV or TOML manifest: path, study and Settings columns "
+                                                 "(per-study overrides); instead of ROOT."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (TOML/JSON) for every study; "
+                                                                 "manifest columns override it."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Worker processes of the embedded Dask cluster (default: cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Address of an existing Dask scheduler (tcp://host:8786) "
+                                                 "instead of an embedded cluster."),
+    force: bool = typer.Option(False, "--force", help="Recompute studies whose results are up to date."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write cohort_report.html and figures."),
+):
+    """Quantify many studies in parallel (Dask); write per-study results, cohort table and report."""
+    from .batch import run_batch
+    from .errors import BatchError
+    from .settings import read_settings_file
+
+    if (root is None) == (manifest is None):
+        raise typer.BadParameter("give a ROOT folder or --manifest FILE (one of them)", param_hint="ROOT")
+    if scheduler and workers:
+        raise typer.BadParameter("--workers sets the embedded cluster; with --scheduler the workers are the "
+                                 "scheduler's", param_hint="--workers")
+    settings = read_settings_file(config) if config else None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = _console(stderr=True)
+    marks = {"done": "[green]done[/green]", "skipped": "[dim]skipped (unchanged)[/dim]",
+             "failed": "[red]failed[/red]"}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        task = prog.add_task("studies", total=None)
+
+        def cb(outcome, n, total):
+            prog.update(task, completed=n, total=total)
+            if outcome is not None:
+                line = f"{outcome.study}: {marks[outcome.status]}"
+                if outcome.status == "done":
+                    line += f" ({outcome.seconds:.1f} s)"
+                elif outcome.status == "failed":
+                    line += f": {outcome.reason}"
+                prog.console.print(line, markup=True, highlight=False)
+
+        summary = run_batch(root, out, settings=settings, manifest=manifest, workers=workers, scheduler=scheduler,
+                            force=force, progress=cb, report=report, command=["spectrack"] + sys.argv[1:])
+    con = _console()
+    c = summary.counts()
+    con.print(f"{len(summary.outcomes)} studies: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
+              f"({summary.seconds:.1f} s)")
+    for o in summary.failed:
+        con.print(f"  failed {o.study}: {o.reason}", markup=False)
+    con.print(f"wrote {out / 'cohort.csv'}, {out / 'cohort.parquet'}"
+              + (f", {out / 'cohort_report.html'}" if report else "") + f"; per study: {out / 'studies'}")
+    if summary.failed:
+        raise BatchError(f"{c['failed']} of {len(summary.outcomes)} studies failed: see {out / 'failures.csv'} "
+                         f"and {out / 'logs'}")
+
+
 def main(args=None) -> int:
     """Entry point: run the CLI, turning domain errors into one line and an exit code."""
     from .errors import SpectrackError
