@@ -60,7 +60,7 @@ class Sourced:
 
     def to_json(self) -> dict:
         v = self.value
-        if isinstance(v, (_dt.datetime, _dt.date)):
+        if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
             v = v.isoformat()
         elif isinstance(v, tuple):
             v = list(v)

@@ -1,0 +1,1425 @@
+"""DICOM folders into :class:`~spectrack.load.model.Series` (CT, SPECT, PET).
+
+What is read (``REFERENCE.md`` section 3)
+------------------------------------------
+* **CT** (CT Image Storage): one file per slice, sorted by position along the
+  slice normal (never by ``InstanceNumber``); slice spacing from the
+  positions; HU = stored * ``RescaleSlope`` + ``RescaleIntercept``.
+* **SPECT** (NM Image Storage, ``ImageType`` value 3 ``RECON TOMO`` or
+  ``RECON GATED TOMO``): one multi-frame object. Position and orientation come
+  from ``DetectorInformationSequence[0]``, the slice step from
+  ``SpacingBetweenSlices`` *with its sign*, frames are ordered by
+  ``SliceVector``. Gates of a gated reconstruction in counts are summed.
+* **PET** (PET Image Storage): one file per slice with its own
+  ``RescaleSlope``; the spacing comes from the positions (``SliceThickness``
+  is not the spacing).
+* Planar NM (``STATIC``, ``WHOLE BODY``, ``DYNAMIC``, ``GATED``, ``TOMO``
+  projections) is not a volume: skipped with a warning;
+  :func:`planar_counts` reads it for calibrations.
+
+Values become float32 in ``meta['units']``, found in this order:
+``RealWorldValueMappingSequence`` (UCUM units), then ``RescaleSlope`` /
+``RescaleIntercept`` with ``Units`` (``BQML``, ``CNTS``, ``CPS``), then plain
+counts for NM. Every metadata value is a :class:`~spectrack.load.model.Sourced`
+naming its DICOM keyword and tag; a missing tag leaves its key absent.
+
+Geometry follows :mod:`spectrack.geometry` (LPS, array ``[k, j, i]``).
+
+Besides :data:`~spectrack.load.model.META_KEYS`, the readers may fill
+``injection_time_of_day`` (only ``RadiopharmaceuticalStartTime``: the study
+layer chooses the date), ``decay_factor_per_slice`` and
+``frame_reference_time_s_per_slice`` (slice series), ``dose_calibration_factor``,
+``radionuclide_code`` (an unrecognised code), ``gates_summed``, ``geometry``
+(where position, orientation and spacing came from) and ``load_warnings``
+(what the reader noted; :func:`load_dicom_folder` returns them too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import warnings
+from collections import defaultdict
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Image
+from ..physics import nuclide_from_code
+from .model import Series, Sourced
+
+__all__ = [
+    "load_dicom_folder",
+    "read_nm_multiframe",
+    "read_ct_series",
+    "read_pet_series",
+    "planar_counts",
+    "SOP_CLASSES",
+]
+
+#: SOP Class UIDs this module recognises (PS3.4), with what is done with them.
+SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+}
+_IMAGE_KINDS = ("CT", "NM", "PT")
+_NM_RECON = ("RECON TOMO", "RECON GATED TOMO")
+_NM_PLANAR = ("STATIC", "WHOLE BODY", "DYNAMIC", "GATED", "TOMO", "GATED TOMO")
+_MAX_BYTES = 8 * 1024**3  # refuse declared pixel data above 8 GiB
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+# files the other readers of spectrack handle: not reported as "not DICOM"
+_OTHER_READERS = (".nii", ".nii.gz", ".json", ".tsv", ".toml")
+_MAX_FILE_WARNINGS = 20
+
+# UCUM codes of MeasurementUnitsCodeSequence -> (units, scale to those units)
+_UCUM = {
+    "Bq/ml": ("Bq/mL", 1.0), "Bq/mL": ("Bq/mL", 1.0), "Bq/cm3": ("Bq/mL", 1.0),
+    "kBq/ml": ("Bq/mL", 1e3), "kBq/mL": ("Bq/mL", 1e3), "kBq/cm3": ("Bq/mL", 1e3),
+    "MBq/ml": ("Bq/mL", 1e6), "MBq/mL": ("Bq/mL", 1e6),
+    "{counts}": ("counts", 1.0), "{count}": ("counts", 1.0), "{cnts}": ("counts", 1.0),
+    "{counts}/s": ("cps", 1.0), "{cps}": ("cps", 1.0),
+    "[hnsf'U]": ("HU", 1.0),
+}
+# Units (0054,1001) -> units
+_PET_UNITS = {
+    "BQML": ("Bq/mL", ""), "CNTS": ("counts", ""), "CPS": ("cps", ""),
+    "PROPCNTS": ("counts", " (proportional to counts)"), "PROPCPS": ("cps", " (proportional to counts/s)"),
+}
+
+
+# ---------------------------------------------------------------- small helpers
+@contextmanager
+def _quiet():
+    """Silence pydicom's warnings about harmless vendor quirks (value lengths, VRs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _tag(keyword: str) -> str:
+    """``"Keyword (gggg,eeee)"`` for source strings.
+
+    Examples
+    --------
+    >>> _tag("RadionuclideTotalDose")
+    'RadionuclideTotalDose (0018,1074)'
+    """
+    t = _tag_info(keyword)[0]
+    return keyword if t is None else f"{keyword} ({t >> 16:04X},{t & 0xFFFF:04X})"
+
+
+class _SkipSeries(InputError):
+    """A series is not a usable volume (structure, not malformed values).
+
+    Raised by the readers (callers see an :class:`InputError`);
+    :func:`load_dicom_folder` turns it into a warning and goes on.
+    """
+
+
+# string VRs parsed here from the raw bytes: pydicom's conversion (with
+# validation) of DS values dominates the load time of long slice series
+_FAST_VRS = frozenset({"DS", "IS", "DA", "TM", "DT"})
+
+
+@lru_cache(maxsize=None)
+def _tag_info(keyword: str) -> tuple[int | None, str | None]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    t = tag_for_keyword(keyword)
+    return t, (dictionary_VR(t) if t is not None else None)
+
+
+def _raw(ds, keyword: str, where: str):
+    """Value of ``keyword`` in ``ds``, ``None`` when absent or empty.
+
+    DS, IS, DA, TM and DT values come back as ``str`` (or a list of ``str``
+    when multi-valued), other VRs as pydicom gives them.
+    """
+    tag, vr = _tag_info(keyword)
+    if tag is None:
+        return None
+    try:
+        elem = ds.get_item(tag)
+        if elem is None:
+            return None
+        raw = elem.value
+        if vr in _FAST_VRS and isinstance(raw, bytes) and (elem.VR is None or elem.VR in _FAST_VRS):
+            text = raw.decode("latin-1").strip(" \x00")
+            if not text:
+                return None
+            parts = [p.strip() for p in text.split("\\")]
+            return parts[0] if len(parts) == 1 else parts
+        v = ds[tag].value
+    except (ValueError, TypeError, OverflowError, KeyError) as e:
+        raise InputError(f"{where}: {_tag(keyword)} is malformed ({e})") from None
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) and not v.strip():
+        return None
+    try:
+        if hasattr(v, "__len__") and not isinstance(v, (str, bytes)) and len(v) == 0:
+            return None
+    except TypeError:
+        pass
+    return v
+
+
+def _text(ds, keyword: str, where: str) -> str | None:
+    v = _raw(ds, keyword, where)
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _as_list(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (str, bytes, int, float)) or not hasattr(v, "__iter__"):
+        return [v]
+    return list(v)
+
+
+def _float(ds, keyword: str, where: str, *, required: bool = False) -> float | None:
+    """A finite float from a DS/IS/FL/FD element; InputError when malformed."""
+    v = _raw(ds, keyword, where)
+    if v is None:
+        if required:
+            raise InputError(f"{where}: {_tag(keyword)} is missing; the volume cannot be placed without it")
+        return None
+    vals = _as_list(v)
+    try:
+        f = float(str(vals[0]).strip()) if isinstance(vals[0], (str, bytes)) else float(vals[0])
+    except (ValueError, TypeError, IndexError):
+        raise InputError(f"{where}: {_tag(keyword)} = {v!r} is not a number") from None
+    if not math.isfinite(f):
+        raise InputError(f"{where}: {_tag(keyword)} = {v!r} is not a finite number")
+    return f
+
+
+def _floats(ds, keyword: str, n: int, where: str, *, required: bool = True) -> np.ndarray | None:
+    """``n`` finite floats from a multi-valued element."""
+    v = _raw(ds, keyword, where)
+    if v is None:
+        if required:
+            raise InputError(f"{where}: {_tag(keyword)} is missing; the volume cannot be placed without it")
+        return None
+    vals = _as_list(v)
+    try:
+        out = np.array([float(str(x).strip()) for x in vals], dtype=float)
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: {_tag(keyword)} = {list(map(str, vals))} is not numeric") from None
+    if out.size != n or not np.all(np.isfinite(out)):
+        raise InputError(f"{where}: {_tag(keyword)} = {list(map(str, vals))} needs {n} finite numbers")
+    return out
+
+
+def _int(ds, keyword: str, where: str) -> int | None:
+    f = _float(ds, keyword, where)
+    if f is None:
+        return None
+    if f != int(f):
+        raise InputError(f"{where}: {_tag(keyword)} = {f} is not an integer")
+    return int(f)
+
+
+def _item0(ds, keyword: str):
+    try:
+        seq = ds.get(keyword)
+    except (ValueError, TypeError):
+        return None
+    if not seq:
+        return None
+    try:
+        return seq[0]
+    except (IndexError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- dates and times
+_DA_RE = re.compile(r"^(\d{4})[.\-]?(\d{2})[.\-]?(\d{2})$")
+_TM_RE = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.(\d+))?$")
+_DT_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})?(\d{2})?(?:\.(\d+))?([+-]\d{4})?$")
+
+
+def _parse_da(text: str) -> dt.date:
+    """DICOM DA (``YYYYMMDD``, old ``YYYY.MM.DD``) to a date.
+
+    Examples
+    --------
+    >>> _parse_da("20250709")
+    datetime.date(2025, 7, 9)
+    """
+    m = _DA_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a DICOM date (YYYYMMDD)")
+    d = dt.date(int(m[1]), int(m[2]), int(m[3]))
+    if d.year < 1900:
+        raise ValueError(f"{text!r} is a placeholder date")
+    return d
+
+
+def _micro(frac: str | None) -> int:
+    return int((frac or "0")[:6].ljust(6, "0"))
+
+
+def _parse_tm(text: str) -> dt.time:
+    """DICOM TM (``HHMMSS.FFFFFF``, ``HHMM``, ``HH``, old ``HH:MM:SS``) to a time.
+
+    Examples
+    --------
+    >>> _parse_tm("122804.000000")
+    datetime.time(12, 28, 4)
+    """
+    m = _TM_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF)")
+    sec = min(int(m[3] or 0), 59)  # a leap second 60 becomes 59
+    return dt.time(int(m[1]), int(m[2] or 0), sec, _micro(m[4]))
+
+
+def _parse_dt(text: str) -> tuple[dt.datetime, str | None]:
+    """DICOM DT (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``) to a naive datetime and the offset text.
+
+    Examples
+    --------
+    >>> _parse_dt("20250709122804.000000+0200")
+    (datetime.datetime(2025, 7, 9, 12, 28, 4), '+0200')
+    """
+    m = _DT_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a DICOM date-time (YYYYMMDDHHMMSS)")
+    d = dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5] or 0), min(int(m[6] or 0), 59),
+                    _micro(m[7]))
+    if d.year < 1900:
+        raise ValueError(f"{text!r} is a placeholder date")
+    return d, m[8]
+
+
+_START_ROUTES = (
+    ("AcquisitionDateTime", None),
+    ("AcquisitionDate", "AcquisitionTime"),
+    ("SeriesDate", "SeriesTime"),
+    ("ContentDate", "ContentTime"),
+)
+
+
+def _start_of(ds, where: str, warn: list[str]) -> tuple[int, dt.datetime, str, str | None] | None:
+    """(route index, datetime, source, DT offset) of the first usable start-time route."""
+    for n, (a, b) in enumerate(_START_ROUTES):
+        try:
+            if b is None:
+                t = _text(ds, a, where)
+                if t is None:
+                    continue
+                d, off = _parse_dt(t)
+                return n, d, _tag(a), off
+            da, tm = _text(ds, a, where), _text(ds, b, where)
+            if da is None or tm is None:
+                continue
+            return n, dt.datetime.combine(_parse_da(da), _parse_tm(tm)), f"{_tag(a)} + {_tag(b)}", None
+        except (ValueError, InputError) as e:
+            warn.append(f"{where}: {a}{'/' + b if b else ''} not usable ({e}); trying the next time tag")
+    return None
+
+
+# ---------------------------------------------------------------- reading files
+def _read_file(path: Path):
+    """``(dataset, None)`` or ``(None, reason)``; never raises for a bad file."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with _quiet():
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            # files without the 128-byte preamble (old ACR-NEMA style) start with group 0008
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(4)
+            except OSError as e:
+                return None, f"unreadable ({e.strerror})"
+            if head[:2] not in (b"\x08\x00", b"\x02\x00"):
+                return None, "not a DICOM file"
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception as e:  # pydicom raises many types for corrupt data
+                return None, f"corrupt DICOM ({type(e).__name__})"
+        except OSError as e:
+            return None, f"unreadable ({e.strerror or e})"
+        except Exception as e:  # truncated or corrupt: never a traceback
+            return None, f"corrupt DICOM ({type(e).__name__}: {e})"
+        try:
+            media = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if hasattr(ds, "file_meta") else ""
+        except Exception:  # noqa: BLE001 - malformed file meta
+            media = ""
+        if media == _DICOMDIR_SOP:
+            return None, "DICOMDIR (a directory index, not an image)"
+        reason = _pixel_problem(ds)
+        if reason:
+            return None, reason
+    return ds, None
+
+
+def _transfer_syntax(ds):
+    from pydicom.uid import UID, ImplicitVRLittleEndian
+
+    try:
+        ts = ds.file_meta.get("TransferSyntaxUID")
+    except AttributeError:
+        ts = None
+    return UID(str(ts)) if ts else UID(ImplicitVRLittleEndian)
+
+
+def _declared(ds, where: str) -> tuple[int, int, int, int, int]:
+    """(frames, rows, columns, bits allocated, samples per pixel), checked."""
+    rows, cols = _int(ds, "Rows", where), _int(ds, "Columns", where)
+    if rows is None or cols is None:
+        raise InputError(f"{where}: Rows (0028,0010) / Columns (0028,0011) missing")
+    frames = _int(ds, "NumberOfFrames", where) or 1
+    bits = _int(ds, "BitsAllocated", where) or 16
+    spp = _int(ds, "SamplesPerPixel", where) or 1
+    if rows <= 0 or cols <= 0 or frames <= 0 or bits <= 0:
+        raise InputError(f"{where}: image size {frames}x{rows}x{cols} ({bits} bits) is not valid")
+    if rows * cols * frames * spp * bits / 8 > _MAX_BYTES:
+        raise InputError(f"{where}: declared image size {frames}x{rows}x{cols}x{bits} bits exceeds 8 GiB: "
+                         "refusing to allocate it (corrupt header?)")
+    return frames, rows, cols, bits, spp
+
+
+def _pixel_problem(ds) -> str | None:
+    """Why a freshly read dataset holds no usable pixel data (``None`` if fine)."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if "SOPClassUID" not in ds:
+            return "DICOM file without an image or SOPClassUID (truncated?)"
+        return None  # non-image objects are classified later
+    try:
+        frames, rows, cols, bits, spp = _declared(ds, "file")
+    except InputError as e:
+        return str(e).replace("file: ", "")
+    if "PixelData" in ds and not _transfer_syntax(ds).is_compressed and bits in (8, 16, 32, 64):
+        have = len(ds.PixelData or b"")
+        need = frames * rows * cols * spp * bits // 8
+        if have < need:
+            return f"truncated (pixel data {have} of {need} bytes)"
+    return None
+
+
+def _stored_pixels(ds, where: str) -> np.ndarray:
+    """Stored pixel values, shape (frames, rows, columns), without copying when possible."""
+    frames, rows, cols, bits, spp = _declared(ds, where)
+    if spp != 1:
+        raise _SkipSeries(f"{where}: colour image (SamplesPerPixel {spp}), not a quantitative volume")
+    n = frames * rows * cols
+    for kw, dtype in (("FloatPixelData", np.float32), ("DoubleFloatPixelData", np.float64)):
+        if kw in ds:
+            raw = ds[kw].value
+            if len(raw) < n * np.dtype(dtype).itemsize:
+                raise InputError(f"{where}: {kw} is truncated")
+            return np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
+    if "PixelData" not in ds:
+        raise InputError(f"{where}: no PixelData (7FE0,0010)")
+    ts = _transfer_syntax(ds)
+    signed = (_int(ds, "PixelRepresentation", where) or 0) == 1
+    stored = _int(ds, "BitsStored", where) or bits
+    if not ts.is_compressed and bits in (8, 16, 32):
+        dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<" if ts.is_little_endian else ">")
+        raw = ds.PixelData
+        if len(raw) < n * dtype.itemsize:
+            raise InputError(f"{where}: pixel data truncated ({len(raw)} of {n * dtype.itemsize} bytes)")
+        arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
+        if not dtype.isnative:
+            arr = arr.astype(dtype.newbyteorder("="))
+        if stored < bits:
+            if signed:  # sign-extend the low BitsStored bits
+                shift = bits - stored
+                arr = (arr << shift) >> shift
+            else:
+                arr = arr & np.array((1 << stored) - 1, dtype=arr.dtype)
+        return arr
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as e:  # decoders raise many types
+        raise _SkipSeries(f"{where}: cannot decode pixel data ({ts.name}: {type(e).__name__}); "
+                          "install pylibjpeg or gdcm, or export uncompressed") from None
+    return arr.reshape(frames, rows, cols)
+
+
+def _as_dataset(obj) -> tuple[Path | None, Any]:
+    if isinstance(obj, (str, Path)):
+        p = Path(obj)
+        if not p.is_file():
+            raise InputError(f"{p} does not exist or is not a file")
+        ds, why = _read_file(p)
+        if ds is None:
+            raise InputError(f"cannot read {p}: {why}")
+        return p, ds
+    return (Path(obj.filename) if getattr(obj, "filename", None) else None), obj
+
+
+def _where(path: Path | None, ds=None) -> str:
+    if path is not None:
+        return path.name
+    return f"dataset {getattr(ds, 'SOPInstanceUID', '?')}"
+
+
+def _kind(ds) -> str:
+    sop = str(ds.get("SOPClassUID", "") or "").strip()
+    if sop in SOP_CLASSES:
+        return SOP_CLASSES[sop]
+    if sop:
+        return f"other:{sop}"
+    mod = str(ds.get("Modality", "") or "").strip().upper()
+    return mod if mod in _IMAGE_KINDS else "other:"
+
+
+def _image_type(ds, where: str) -> list[str]:
+    return [str(v).strip().upper() for v in _as_list(_raw(ds, "ImageType", where))]
+
+
+# ---------------------------------------------------------------- geometry
+def _orientation(iop: np.ndarray, where: str, keyword: str = "ImageOrientationPatient") -> tuple:
+    row, col = iop[:3], iop[3:]
+    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
+    if nr < 1e-6 or nc < 1e-6:
+        raise InputError(f"{where}: {_tag(keyword)} {iop.tolist()} has a zero direction")
+    row, col = row / nr, col / nc
+    if abs(float(row @ col)) > 1e-3:
+        raise InputError(f"{where}: {_tag(keyword)} {iop.tolist()} is not orthogonal")
+    col = col - (row @ col) * row
+    col /= np.linalg.norm(col)
+    return row, col, np.cross(row, col)
+
+
+def _pixel_spacing(ds, where: str) -> tuple[float, float]:
+    """(spacing along i = columns, along j = rows) from PixelSpacing [row, column]."""
+    ps = _floats(ds, "PixelSpacing", 2, where)
+    if np.any(ps <= 0):
+        raise InputError(f"{where}: {_tag('PixelSpacing')} {ps.tolist()} must be positive")
+    return float(ps[1]), float(ps[0])
+
+
+# ---------------------------------------------------------------- units
+def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
+    """How stored values become ``units``: slope, intercept, units and sources."""
+    if kind != "CT":
+        seq = None
+        try:
+            seq = ds.get("RealWorldValueMappingSequence")
+        except (ValueError, TypeError):
+            seq = None
+        notes = []
+        for item in seq or []:
+            cs = _item0(item, "MeasurementUnitsCodeSequence")
+            code = _text(cs, "CodeValue", where) if cs is not None else None
+            scheme = _text(cs, "CodingSchemeDesignator", where) if cs is not None else None
+            slope = _float(item, "RealWorldValueSlope", where)
+            icpt = _float(item, "RealWorldValueIntercept", where) or 0.0
+            if code not in _UCUM:
+                notes.append(f"{where}: RealWorldValueMappingSequence units {code!r} not used "
+                             "(only activity concentration, counts or cps)")
+                continue
+            if slope is None:
+                notes.append(f"{where}: RealWorldValueMappingSequence item without RealWorldValueSlope "
+                             "(LUT mapping) not used")
+                continue
+            units, scale = _UCUM[code]
+            return {
+                "slope": slope * scale, "intercept": icpt * scale, "units": units,
+                "units_source": f"{_tag('RealWorldValueMappingSequence')} {scheme or 'UCUM'} {code}",
+                "mapping": "RWVM",
+                "mapping_source": f"{_tag('RealWorldValueSlope')} {slope:g}, "
+                                  f"{_tag('RealWorldValueIntercept')} {icpt:g}"
+                                  + (f", x{scale:g} to {units}" if scale != 1 else ""),
+            }
+        warn += notes
+    slope = _float(ds, "RescaleSlope", where)
+    icpt = _float(ds, "RescaleIntercept", where)
+    has_rescale = slope is not None or icpt is not None
+    slope = 1.0 if slope is None else slope
+    icpt = 0.0 if icpt is None else icpt
+    resc_src = (f"{_tag('RescaleSlope')} {slope:g}, {_tag('RescaleIntercept')} {icpt:g}" if has_rescale
+                else "no rescale: stored values")
+    mapping = "rescale" if has_rescale else "none"
+    if kind == "CT":
+        rtype = _text(ds, "RescaleType", where)
+        units = "HU" if rtype in (None, "HU") else rtype
+        return {"slope": slope, "intercept": icpt, "units": units,
+                "units_source": f"{_tag('RescaleType')} {rtype}" if rtype else "CT Image: Hounsfield units",
+                "mapping": mapping, "mapping_source": resc_src}
+    for kw in ("Units", "RescaleType"):
+        code = _text(ds, kw, where)
+        if code is None:
+            continue
+        key = code.upper()
+        if key in _PET_UNITS:
+            units, note = _PET_UNITS[key]
+            return {"slope": slope, "intercept": icpt, "units": units,
+                    "units_source": f"{_tag(kw)} {code}{note}", "mapping": mapping, "mapping_source": resc_src}
+        if kw == "Units":
+            warn.append(f"{where}: Units (0054,1001) {code!r} is not an activity, counts or cps unit")
+            return {"slope": slope, "intercept": icpt, "units": code, "units_source": f"{_tag(kw)} {code}",
+                    "mapping": mapping, "mapping_source": resc_src}
+    if kind == "NM":
+        return {"slope": slope, "intercept": icpt, "units": "counts",
+                "units_source": "NM image without RealWorldValueMappingSequence or Units: counts",
+                "mapping": mapping, "mapping_source": resc_src}
+    warn.append(f"{where}: no Units (0054,1001): the meaning of the values is unknown")
+    return {"slope": slope, "intercept": icpt, "units": "", "units_source": "no Units (0054,1001)",
+            "mapping": mapping, "mapping_source": resc_src}
+
+
+# ---------------------------------------------------------------- metadata
+def _set(meta: dict, key: str, value, source: str) -> None:
+    if value is not None:
+        meta[key] = Sourced(value, source)
+
+
+def _common_meta(ds, modality: str, where: str, warn: list[str]) -> dict:
+    meta: dict[str, Sourced] = {}
+    mod_text = _text(ds, "Modality", where)
+    _set(meta, "modality", modality, _tag("Modality") if mod_text == modality else _tag("SOPClassUID"))
+    for key, kw in (("patient_id", "PatientID"), ("patient_name", "PatientName"), ("study_uid", "StudyInstanceUID"),
+                    ("series_uid", "SeriesInstanceUID"), ("series_description", "SeriesDescription"),
+                    ("frame_of_reference_uid", "FrameOfReferenceUID"), ("manufacturer", "Manufacturer"),
+                    ("timezone_offset", "TimezoneOffsetFromUTC")):
+        _set(meta, key, _text(ds, kw, where), _tag(kw))
+    it = [str(v).strip() for v in _as_list(_raw(ds, "ImageType", where))]
+    if it:
+        _set(meta, "image_type", it, _tag("ImageType"))
+    return meta
+
+
+def _start_meta(meta: dict, datasets: list, where: str, warn: list[str]) -> None:
+    """acquisition_start: best route of the first dataset, earliest over all slices."""
+    found = [s for s in (_start_of(d, where, warn if n == 0 else []) for n, d in enumerate(datasets))
+             if s is not None]
+    if not found:
+        warn.append(f"{where}: no acquisition time in AcquisitionDateTime, AcquisitionDate/Time, "
+                    "SeriesDate/Time or ContentDate/Time")
+        return
+    best = min(f[0] for f in found)
+    cands = [f for f in found if f[0] == best]
+    first = min(cands, key=lambda f: f[1])
+    src = first[2]
+    if len(datasets) > 1:
+        src += f", earliest of {len(datasets)} slices"
+    meta["acquisition_start"] = Sourced(first[1], src)
+    if first[3] and "timezone_offset" not in meta:
+        meta["timezone_offset"] = Sourced(first[3], f"{_tag(_START_ROUTES[best][0])} offset suffix")
+
+
+def _radiopharm_meta(ds, meta: dict, pet_iod: bool, where: str, warn: list[str]) -> None:
+    ri = _item0(ds, "RadiopharmaceuticalInformationSequence")
+    if ri is None:
+        return
+    seq = f"{_tag('RadiopharmaceuticalInformationSequence')}[0]"
+    # radionuclide and half-life
+    nuc = None
+    code = _item0(ri, "RadionuclideCodeSequence")
+    if code is not None:
+        cv, scheme, meaning = (_text(code, k, where) for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"))
+        nuc = nuclide_from_code(cv, meaning)
+        desc = " ".join(x for x in (cv, f"({scheme})" if scheme else None, meaning) if x)
+        if nuc is not None:
+            _set(meta, "radionuclide", nuc.name, f"{_tag('RadionuclideCodeSequence')} {desc}")
+        elif desc:
+            _set(meta, "radionuclide_code", desc, _tag("RadionuclideCodeSequence"))
+            warn.append(f"{where}: radionuclide code {desc!r} not recognised")
+    hl_s = None
+    try:
+        hl_s = _float(ri, "RadionuclideHalfLife", where)
+    except InputError as e:
+        warn.append(f"{e}; half-life not read from the header")
+    if hl_s is not None and hl_s > 0:
+        _set(meta, "half_life_h", hl_s / 3600.0, f"{_tag('RadionuclideHalfLife')} {hl_s:g} s")
+        if nuc is not None and abs(hl_s / 3600.0 / nuc.half_life_h - 1) > 0.01:
+            warn.append(f"{where}: RadionuclideHalfLife {hl_s:g} s differs by more than 1 % from {nuc.name} "
+                        f"({nuc.half_life_s:.1f} s, {nuc.source})")
+    elif nuc is not None:
+        _set(meta, "half_life_h", nuc.half_life_h, f"table: {nuc.source} ({nuc.name})")
+    # injected activity: MBq in the NM IOD, Bq in the PET IOD (PS3.3 C.8.4.10.1.7)
+    try:
+        dose = _float(ri, "RadionuclideTotalDose", where)
+    except InputError as e:
+        dose = None
+        warn.append(f"{e}; injected activity not read from the header")
+    src = _tag("RadionuclideTotalDose")
+    if dose is not None:
+        if dose <= 0:
+            warn.append(f"{where}: {src} is {dose:g}: no injected activity in the header")
+        elif pet_iod:
+            if dose < 1e4:
+                _set(meta, "injected_activity_mbq", dose,
+                     f"{src} = {dose:g} read as MBq (PET convention is Bq; value too small for Bq)")
+                warn.append(f"{where}: {src} {dose:g} is too small for Bq: read as MBq")
+            else:
+                _set(meta, "injected_activity_mbq", dose / 1e6, f"{src} = {dose:g} Bq (PET convention)")
+        else:
+            if dose > 1e5:
+                _set(meta, "injected_activity_mbq", dose / 1e6,
+                     f"{src} = {dose:g} read as Bq (NM convention is MBq; value too large for MBq)")
+                warn.append(f"{where}: {src} {dose:g} is too large for MBq: read as Bq")
+            else:
+                _set(meta, "injected_activity_mbq", dose, f"{src} = {dose:g} MBq (NM convention)")
+    # injection time: a full date-time, else a time of day only (the study layer dates it)
+    sdt = _text(ri, "RadiopharmaceuticalStartDateTime", where)
+    stm = _text(ri, "RadiopharmaceuticalStartTime", where)
+    done = False
+    if sdt is not None:
+        try:
+            meta["injection_time"] = Sourced(_parse_dt(sdt)[0], _tag("RadiopharmaceuticalStartDateTime"))
+            done = True
+        except ValueError as e:
+            warn.append(f"{where}: RadiopharmaceuticalStartDateTime (0018,1078) not usable ({e})")
+    if not done and stm is not None:
+        try:
+            meta["injection_time_of_day"] = Sourced(_parse_tm(stm), _tag("RadiopharmaceuticalStartTime"))
+        except ValueError as e:
+            warn.append(f"{where}: RadiopharmaceuticalStartTime (0018,1072) not usable ({e})")
+    tracer = _text(ri, "Radiopharmaceutical", where)
+    if tracer:
+        _set(meta, "tracer", tracer, f"{seq}.{_tag('Radiopharmaceutical')}")
+    else:
+        rc = _item0(ri, "RadiopharmaceuticalCodeSequence")
+        if rc is not None and _text(rc, "CodeMeaning", where):
+            _set(meta, "tracer", _text(rc, "CodeMeaning", where),
+                 f"{_tag('RadiopharmaceuticalCodeSequence')} CodeMeaning")
+
+
+def _pet_style_meta(datasets: list, meta: dict, where: str, warn: list[str]) -> None:
+    """DecayCorrection, DecayFactor, FrameReferenceTime, CorrectedImage, DoseCalibrationFactor."""
+    ds = datasets[0]
+    _set(meta, "decay_correction", _text(ds, "DecayCorrection", where), _tag("DecayCorrection"))
+    corr = [str(v).strip() for v in _as_list(_raw(ds, "CorrectedImage", where)) if str(v).strip()]
+    if corr:
+        _set(meta, "corrections", corr, _tag("CorrectedImage"))
+    for key, kw, scale in (("decay_factor", "DecayFactor", 1.0), ("frame_reference_time_s", "FrameReferenceTime", 1e-3),
+                           ("dose_calibration_factor", "DoseCalibrationFactor", 1.0)):
+        try:
+            vals = [_float(d, kw, where) for d in datasets]
+        except InputError as e:
+            warn.append(f"{e}; {key} left out")
+            continue
+        if vals[0] is None:
+            continue
+        unit = " ms -> s" if scale != 1 else ""
+        if len(datasets) > 1 and key != "dose_calibration_factor":
+            per = [None if v is None else v * scale for v in vals]
+            meta[f"{key}_per_slice"] = Sourced(per, f"{_tag(kw)}{unit}, per slice in slice order")
+            varies = len(set(per)) > 1
+            meta[key] = Sourced(per[0], f"{_tag(kw)}{unit} of the first slice"
+                                + (f" (varies: see {key}_per_slice)" if varies else " (same in all slices)"))
+            continue
+        meta[key] = Sourced(vals[0] * scale, f"{_tag(kw)}{unit}")
+
+
+def _nm_duration(ds, meta: dict, where: str, warn: list[str]) -> None:
+    """duration_s = sum over rotations of ActualFrameDuration x NumberOfFramesInRotation."""
+    try:
+        seq = ds.get("RotationInformationSequence")
+    except (ValueError, TypeError):
+        seq = None
+    if not seq:
+        afd = _float(ds, "ActualFrameDuration", where)
+        warn.append(f"{where}: no RotationInformationSequence (0054,0052): acquisition duration unknown"
+                    + (f" (top-level ActualFrameDuration {afd:g} ms is ambiguous)" if afd else ""))
+        return
+    total = 0.0
+    for n, item in enumerate(seq):
+        afd = _float(item, "ActualFrameDuration", where)
+        nf = _int(item, "NumberOfFramesInRotation", where)
+        if afd is None or nf is None:
+            warn.append(f"{where}: RotationInformationSequence item {n} lacks ActualFrameDuration or "
+                        "NumberOfFramesInRotation: duration unknown")
+            return
+        total += afd * nf / 1000.0
+    nrot = _int(ds, "NumberOfRotations", where)
+    if nrot is not None and nrot != len(seq):
+        warn.append(f"{where}: NumberOfRotations {nrot} but {len(seq)} RotationInformationSequence items; "
+                    "the items are summed")
+    meta["duration_s"] = Sourced(total, f"{_tag('RotationInformationSequence')}: sum of "
+                                        f"{_tag('ActualFrameDuration')} (ms) x {_tag('NumberOfFramesInRotation')} "
+                                        f"over {len(seq)} rotation(s)")
+
+
+def _finish(series: Series, warn: list[str]) -> Series:
+    if warn:
+        series.meta["load_warnings"] = Sourced(list(warn), "spectrack.load.dicom")
+    return series
+
+
+# ---------------------------------------------------------------- NM multi-frame
+_FRAME_VECTORS = {
+    0x00540010: "EnergyWindowVector", 0x00540020: "DetectorVector", 0x00540030: "PhaseVector",
+    0x00540050: "RotationVector", 0x00540060: "RRIntervalVector", 0x00540070: "TimeSlotVector",
+    0x00540080: "SliceVector", 0x00540090: "AngularViewVector", 0x00540100: "TimeSliceVector",
+}
+_GATE_VECTORS = ("RRIntervalVector", "TimeSlotVector", "PhaseVector")
+
+
+def _frame_pointers(ds, where: str) -> list[str]:
+    v = _raw(ds, "FrameIncrementPointer", where)
+    out = []
+    for t in _as_list(v):
+        try:
+            out.append(_FRAME_VECTORS.get(int(t), f"({int(t) >> 16:04X},{int(t) & 0xFFFF:04X})"))
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: FrameIncrementPointer (0028,0009) {v!r} is malformed") from None
+    return out
+
+
+def read_nm_multiframe(path_or_dataset) -> Series:
+    """Read a reconstructed SPECT volume (NM Image Storage, ``RECON TOMO``).
+
+    Parameters
+    ----------
+    path_or_dataset : path-like or pydicom.Dataset
+        One multi-frame NM object.
+
+    Returns
+    -------
+    Series
+        ``modality`` ``"NM"``; image values float32 in ``meta['units']``.
+
+    Raises
+    ------
+    InputError
+        Not a reconstructed NM volume, or geometry tags missing or malformed.
+
+    Notes
+    -----
+    Position and orientation come from ``DetectorInformationSequence[0]``
+    (else the top level), in-plane spacing from ``PixelSpacing``, the slice
+    step from ``SpacingBetweenSlices`` with its sign: a negative step gives a
+    negated third direction column (as SimpleITK). Frames are ordered by
+    ``SliceVector``. Gates (``RECON GATED TOMO``) are summed when values are
+    counts, else refused.
+    """
+    with _quiet():
+        path, ds = _as_dataset(path_or_dataset)
+        return _read_nm(path, ds)
+
+
+def _read_nm(path: Path | None, ds) -> Series:
+    where = _where(path, ds)
+    warn: list[str] = []
+    kind = _kind(ds)
+    if kind != "NM":
+        raise InputError(f"{where}: not an NM image (SOP class {kind}); use read_ct_series or read_pet_series")
+    itype = _image_type(ds, where)
+    v3 = itype[2] if len(itype) > 2 else None
+    pointers = _frame_pointers(ds, where)
+    if v3 not in _NM_RECON:
+        if v3 in _NM_PLANAR:
+            what = "TOMO projections, not a reconstructed volume" if "TOMO" in v3 else \
+                f"planar {v3} acquisition, not a volume (planar_counts() reads it)"
+            raise _SkipSeries(f"{where}: {what}")
+        if "SliceVector" not in pointers:
+            raise _SkipSeries(f"{where}: ImageType {itype} is not RECON TOMO and frames are not slices")
+        warn.append(f"{where}: ImageType {itype} lacks RECON TOMO; read as a volume since "
+                    "FrameIncrementPointer points to SliceVector")
+
+    frames, rows, cols, _, _ = _declared(ds, where)
+    stored = _stored_pixels(ds, where)
+    vectors: dict[str, np.ndarray] = {}
+    for kw in pointers:
+        if kw.startswith("("):
+            raise _SkipSeries(f"{where}: FrameIncrementPointer to {kw} is not supported")
+        v = np.atleast_1d(np.asarray(_as_list(_raw(ds, kw, where)), dtype=np.int64))
+        if v.size != frames:
+            raise InputError(f"{where}: {_tag(kw)} has {v.size} values for {frames} frames")
+        vectors[kw] = v
+    if "SliceVector" in vectors:
+        slices = vectors.pop("SliceVector")
+    else:
+        slices = np.arange(1, frames + 1)
+        if pointers:
+            warn.append(f"{where}: FrameIncrementPointer {pointers} has no SliceVector: frames taken in file order")
+    gates = np.zeros(frames, dtype=np.int64)
+    n_gates = 1
+    for kw, v in vectors.items():
+        distinct = np.unique(v)
+        if distinct.size <= 1:
+            continue
+        if kw not in _GATE_VECTORS:
+            raise _SkipSeries(f"{where}: {distinct.size} values of {kw} in one reconstruction "
+                              "(several volumes in one object) are not supported")
+        gates = gates * (int(distinct.max()) + 1) + v
+    uniq_s, per_slice = np.unique(slices, return_counts=True)
+    if np.any(per_slice != per_slice[0]):
+        raise InputError(f"{where}: SliceVector (0054,0080) does not give every slice the same number of frames")
+    n_slices, n_gates = uniq_s.size, int(per_slice[0])
+    n_decl = _int(ds, "NumberOfSlices", where)
+    if n_decl is not None and n_decl != n_slices:
+        warn.append(f"{where}: NumberOfSlices {n_decl} but {n_slices} distinct SliceVector values")
+    order = np.lexsort((gates, slices))
+
+    mp = _value_mapping(ds, "NM", where, warn)
+    if n_gates > 1 and mp["units"] != "counts":
+        raise _SkipSeries(f"{where}: gated reconstruction with {n_gates} gates in {mp['units'] or 'unknown units'}: "
+                          "summing gates is only meaningful for counts; export an ungated reconstruction")
+    vol = stored[order].reshape(n_slices, n_gates, rows, cols)
+    if n_gates > 1:
+        vol = vol.sum(axis=1, dtype=np.float64)
+        warn.append(f"{where}: {n_gates} gates summed into one volume")
+    else:
+        vol = vol[:, 0]
+    values = _apply(vol, mp["slope"], mp["intercept"], n_gates)
+
+    # geometry
+    det = _item0(ds, "DetectorInformationSequence")
+    places = [(det, "DetectorInformationSequence[0]"), (ds, "top level")] if det is not None else [(ds, "top level")]
+    ipp = iop = None
+    ipp_src = iop_src = "default"
+    for where_ds, name in places:
+        if ipp is None:
+            ipp = _floats(where_ds, "ImagePositionPatient", 3, where, required=False)
+            ipp_src = name
+        if iop is None:
+            iop = _floats(where_ds, "ImageOrientationPatient", 6, where, required=False)
+            iop_src = name
+    if ipp is None:
+        ipp, ipp_src = np.zeros(3), "default (0, 0, 0)"
+        warn.append(f"{where}: no ImagePositionPatient in DetectorInformationSequence or at the top level: "
+                    "origin (0, 0, 0) assumed; alignment with CT is not possible from the header")
+    if iop is None:
+        iop, iop_src = np.array([1.0, 0, 0, 0, 1, 0]), "default (axial)"
+        warn.append(f"{where}: no ImageOrientationPatient: axial orientation assumed")
+    row, col, normal = _orientation(iop, where)
+    sp_i, sp_j = _pixel_spacing(ds, where)
+    step = _float(ds, "SpacingBetweenSlices", where)
+    step_src = _tag("SpacingBetweenSlices")
+    if step is None:
+        step = _float(ds, "SliceThickness", where)
+        step_src = _tag("SliceThickness")
+        if step is None:
+            if n_slices > 1:
+                raise InputError(f"{where}: neither SpacingBetweenSlices (0018,0088) nor SliceThickness (0018,0050): "
+                                 "slice spacing unknown")
+            step = sp_i
+        warn.append(f"{where}: no SpacingBetweenSlices: slice step taken from {step_src}")
+    if step == 0:
+        raise InputError(f"{where}: {step_src} is 0: slice spacing unknown")
+    direction = np.column_stack([row, col, normal * math.copysign(1.0, step)])
+    image = Image(values, origin_mm=ipp, spacing_mm=(sp_i, sp_j, abs(step)), direction=direction,
+                  units=mp["units"])
+
+    meta = _common_meta(ds, "NM", where, warn)
+    meta["geometry"] = Sourced("NM", f"ImagePositionPatient from {ipp_src}, ImageOrientationPatient from {iop_src}, "
+                                     f"{_tag('PixelSpacing')}, {step_src} {step:g} (sign kept)")
+    meta["units"] = Sourced(mp["units"], mp["units_source"])
+    meta["value_mapping"] = Sourced(mp["mapping"], mp["mapping_source"])
+    _start_meta(meta, [ds], where, warn)
+    _nm_duration(ds, meta, where, warn)
+    _radiopharm_meta(ds, meta, False, where, warn)
+    _pet_style_meta([ds], meta, where, warn)
+    if n_gates > 1:
+        meta["gates_summed"] = Sourced(n_gates, "frames with the same SliceVector (0054,0080) summed")
+    return _finish(Series(image=image, modality="NM", meta=meta, files=[path] if path else []), warn)
+
+
+def _apply(stored: np.ndarray, slope, intercept, n_gates: int = 1) -> np.ndarray:
+    """float32 values = stored * slope + intercept (scalars or per-slice arrays), vectorised."""
+    out = stored.astype(np.float32, copy=True)
+    slope = np.asarray(slope, dtype=np.float64)
+    intercept = np.asarray(intercept, dtype=np.float64) * n_gates
+    if slope.ndim:
+        slope, intercept = slope[:, None, None], intercept[:, None, None]
+    if np.any(slope != 1):
+        out *= slope.astype(np.float32)
+    if np.any(intercept != 0):
+        out += intercept.astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------- slice stacks (CT, PET)
+def _as_items(files) -> list[tuple[Path | None, Any]]:
+    if isinstance(files, (str, Path)):
+        p = Path(files)
+        files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+    items = []
+    for f in files:
+        if isinstance(f, (str, Path)):
+            ds, why = _read_file(Path(f))
+            if ds is None:
+                raise InputError(f"cannot read {Path(f)}: {why}")
+            items.append((Path(f), ds))
+        else:
+            items.append(_as_dataset(f))
+    if not items:
+        raise InputError("no files given")
+    return items
+
+
+def read_ct_series(files) -> Series:
+    """Read a CT volume stored one slice per file.
+
+    Parameters
+    ----------
+    files : sequence of path-like or pydicom.Dataset, or a folder
+        The slices of one series, in any order.
+
+    Returns
+    -------
+    Series
+        ``modality`` ``"CT"``, values float32 HU
+        (stored * ``RescaleSlope`` + ``RescaleIntercept``).
+
+    Raises
+    ------
+    InputError
+        Fewer than two slices, mixed orientations, duplicate or irregular
+        slice positions, malformed geometry tags.
+    """
+    with _quiet():
+        return _read_stack(_as_items(files), "CT")
+
+
+def read_pet_series(files) -> Series:
+    """Read a PET volume stored one slice per file (PET Image Storage).
+
+    Parameters
+    ----------
+    files : sequence of path-like or pydicom.Dataset, or a folder
+        The slices of one series, in any order.
+
+    Returns
+    -------
+    Series
+        ``modality`` from ``Modality`` (``"PT"``; ``"NM"`` for SPECT saved as
+        PET objects); values float32 in ``meta['units']``, each slice with its
+        own ``RescaleSlope``. ``meta['decay_factor_per_slice']`` and
+        ``meta['frame_reference_time_s_per_slice']`` hold per-slice values
+        when they vary (several bed positions).
+
+    Notes
+    -----
+    The slice spacing comes from the slice positions; ``SliceThickness`` is
+    not the spacing.
+    """
+    with _quiet():
+        return _read_stack(_as_items(files), "PT")
+
+
+def _normal_positions(items, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, normal, positions (n,3)) with one orientation for all slices."""
+    iops = np.array([_floats(ds, "ImageOrientationPatient", 6, _where(p, ds)) for p, ds in items])
+    if np.max(np.abs(iops - iops[0])) > 1e-4:
+        raise _SkipSeries(f"{where}: slices have different ImageOrientationPatient (0020,0037)")
+    row, col, normal = _orientation(iops[0], where)
+    ipps = np.array([_floats(ds, "ImagePositionPatient", 3, _where(p, ds)) for p, ds in items])
+    return row, col, normal, ipps
+
+
+def _read_stack(items: list, kind: str) -> Series:
+    where = _where(items[0][0], items[0][1]) + (f" (+{len(items) - 1} files)" if len(items) > 1 else "")
+    warn: list[str] = []
+    if len(items) < 2:
+        raise _SkipSeries(f"{where}: a single slice is not a volume")
+    shapes = {(_int(ds, "Rows", where), _int(ds, "Columns", where)) for _, ds in items}
+    if len(shapes) != 1:
+        raise _SkipSeries(f"{where}: slices of different sizes {sorted(shapes)}")
+    row, col, normal, ipps = _normal_positions(items, where)
+    d = ipps @ normal
+    order = np.argsort(d, kind="stable")
+    d_sorted = d[order]
+    gaps = np.diff(d_sorted)
+    if np.any(gaps < 1e-3):
+        raise _SkipSeries(f"{where}: {int(np.sum(gaps < 1e-3))} duplicate slice positions (several volumes "
+                          "in one series?)")
+    n = len(items)
+    step = (d_sorted[-1] - d_sorted[0]) / (n - 1)
+    if np.max(np.abs(gaps - step)) > 0.05 * step:
+        raise _SkipSeries(f"{where}: irregular slice spacing (gaps {gaps.min():.4g} to {gaps.max():.4g} mm): "
+                          "missing slices?")
+    offset = ipps[order[-1]] - ipps[order[0]]
+    shear = np.linalg.norm(offset - (offset @ normal) * normal) / (n - 1)
+    if shear > 0.01 * step:
+        warn.append(f"{where}: slice positions are not along the slice normal (gantry tilt, {shear:.3g} mm "
+                    "per slice in plane): the grid ignores the tilt")
+    items = [items[k] for k in order]
+    p0, ds0 = items[0]
+    sp_i, sp_j = _pixel_spacing(ds0, where)
+    for p, ds in items[1:]:
+        if abs(_pixel_spacing(ds, _where(p, ds))[0] - sp_i) > 1e-4 * sp_i:
+            raise _SkipSeries(f"{where}: slices have different PixelSpacing (0028,0030)")
+    th = _float(ds0, "SliceThickness", where)
+    if th is not None and abs(th - step) > 0.01 * step:
+        warn.append(f"{where}: SliceThickness {th:g} mm differs from the slice spacing {step:.4g} mm "
+                    "(spacing from positions used)")
+
+    rows, cols = shapes.pop()
+    if n * rows * cols * 4 > _MAX_BYTES:
+        raise InputError(f"{where}: {n} slices of {rows}x{cols} exceed 8 GiB")
+    values = np.empty((n, rows, cols), dtype=np.float32)
+    maps = []
+    for k, (p, ds) in enumerate(items):
+        px = _stored_pixels(ds, _where(p, ds))
+        if px.shape[0] != 1:
+            raise _SkipSeries(f"{_where(p, ds)}: multi-frame file in a slice series")
+        m = _value_mapping(ds, kind, _where(p, ds), warn if k == 0 else [])
+        maps.append(m)
+        dst = values[k]  # rescale slice by slice while it is in cache
+        np.copyto(dst, px[0], casting="unsafe")
+        if m["slope"] != 1:
+            dst *= np.float32(m["slope"])
+        if m["intercept"] != 0:
+            dst += np.float32(m["intercept"])
+    units = {m["units"] for m in maps}
+    if len(units) != 1:
+        raise InputError(f"{where}: slices are in different units {sorted(units)}")
+    slopes = np.array([m["slope"] for m in maps])
+    icpts = np.array([m["intercept"] for m in maps])
+    mp = maps[0]
+    varies = np.ptp(slopes) > 0 or np.ptp(icpts) > 0
+    image = Image(values, origin_mm=ipps[order[0]], spacing_mm=(sp_i, sp_j, step),
+                  direction=np.column_stack([row, col, normal]), units=mp["units"])
+
+    datasets = [ds for _, ds in items]
+    modality = kind
+    if kind == "PT":
+        mod = _text(ds0, "Modality", where)
+        modality = "NM" if mod == "NM" else "PT"
+    meta = _common_meta(ds0, modality, where, warn)
+    meta["geometry"] = Sourced("slices", f"{_tag('ImagePositionPatient')} of {n} slices sorted along the normal "
+                                         f"of {_tag('ImageOrientationPatient')}; spacing {step:.6g} mm from positions")
+    meta["units"] = Sourced(mp["units"], mp["units_source"])
+    if varies:
+        names = (f"{_tag('RealWorldValueSlope')} / {_tag('RealWorldValueIntercept')}" if mp["mapping"] == "RWVM"
+                 else f"{_tag('RescaleSlope')} / {_tag('RescaleIntercept')}")
+        meta["value_mapping"] = Sourced(mp["mapping"], f"{names} of each slice (they differ slice by slice)")
+    else:
+        meta["value_mapping"] = Sourced(mp["mapping"], mp["mapping_source"])
+    _start_meta(meta, datasets, where, warn)
+    if kind == "PT":
+        _pet_duration(datasets, meta, where, warn)
+        _radiopharm_meta(ds0, meta, True, where, warn)
+        _pet_style_meta(datasets, meta, where, warn)
+        nsl = _int(ds0, "NumberOfSlices", where)
+        if nsl is not None and nsl != n:
+            warn.append(f"{where}: NumberOfSlices (0054,0081) is {nsl} but {n} slices were found")
+    elif kind == "NM":
+        _nm_duration(ds0, meta, where, warn)
+        _radiopharm_meta(ds0, meta, False, where, warn)
+        _pet_style_meta(datasets, meta, where, warn)
+    return _finish(Series(image=image, modality=modality, meta=meta, files=[p for p, _ in items if p]), warn)
+
+
+def _pet_duration(datasets: list, meta: dict, where: str, warn: list[str]) -> None:
+    """ActualFrameDuration; with several bed positions, first start to last end."""
+    try:
+        durs = [_float(d, "ActualFrameDuration", where) for d in datasets]
+    except InputError as e:
+        warn.append(f"{e}; duration left out")
+        return
+    if durs[0] is None:
+        return
+    starts = set()
+    for d, ms in zip(datasets, durs):
+        s = _start_of(d, where, [])
+        if s is not None and ms is not None:
+            starts.add((s[1], ms))
+    if len({s for s, _ in starts}) > 1:
+        first = min(s for s, _ in starts)
+        end = max(s + dt.timedelta(milliseconds=ms) for s, ms in starts)
+        meta["duration_s"] = Sourced((end - first).total_seconds(),
+                                     f"{_tag('ActualFrameDuration')} and the slices' acquisition times "
+                                     "(several bed positions): first start to last end")
+    else:
+        meta["duration_s"] = Sourced(durs[0] / 1000.0, f"{_tag('ActualFrameDuration')} (ms -> s)")
+
+
+# ---------------------------------------------------------------- folders
+def _split_stack(items: list, kind: str) -> list[list]:
+    """Split one series' slices into volumes: same size/orientation, no duplicate positions."""
+    groups: dict = defaultdict(list)
+    for p, ds in items:
+        w = _where(p, ds)
+        try:
+            iop = _floats(ds, "ImageOrientationPatient", 6, w, required=False)
+        except InputError:
+            iop = None
+        key = (_raw(ds, "Rows", w), _raw(ds, "Columns", w),
+               None if iop is None else tuple(np.round(iop, 3)))
+        groups[key].append((p, ds))
+    out = []
+    for sub in groups.values():
+        try:
+            normal = _orientation(_floats(sub[0][1], "ImageOrientationPatient", 6, "x"), "x")[2]
+            pos = [round(float(_floats(ds, "ImagePositionPatient", 3, "x") @ normal), 2) for _, ds in sub]
+        except InputError:  # the reader reports malformed geometry with the file name
+            out.append(sub)
+            continue
+        if len(set(pos)) == len(pos):
+            out.append(sub)
+            continue
+        for kw in ("AcquisitionNumber", "TemporalPositionIdentifier", "FrameReferenceTime", "AcquisitionTime"):
+            parts: dict = defaultdict(list)
+            for (p, ds), z in zip(sub, pos):
+                parts[str(ds.get(kw, ""))].append(((p, ds), z))
+            if len(parts) > 1 and all(len({z for _, z in v}) == len(v) for v in parts.values()):
+                out += [[it for it, _ in v] for v in parts.values()]
+                break
+        else:
+            out.append(sub)  # the reader reports the duplicates
+    return out
+
+
+def _label(items: list, root: Path, kind: str) -> str:
+    p, ds = items[0]
+    desc = str(ds.get("SeriesDescription", "") or "").strip()
+    try:
+        rel = str(p.relative_to(root)) if root.is_dir() else p.name
+    except ValueError:
+        rel = p.name
+    more = f" + {len(items) - 1} files" if len(items) > 1 else ""
+    return f"{kind} series '{desc}' ({rel}{more})" if desc else f"{kind} series ({rel}{more})"
+
+
+def load_dicom_folder(path) -> tuple[list[Series], list[str]]:
+    """Load every CT, SPECT (NM ``RECON TOMO``) and PET volume under a folder.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder (searched at any depth, any file names) or one DICOM file.
+
+    Returns
+    -------
+    series : list of Series
+        One per usable volume, in the order of their first file's path.
+    warnings : list of str
+        Files and series skipped (non-DICOM, truncated, planar NM, unsupported
+        SOP classes, ...) and what the readers noted.
+
+    Raises
+    ------
+    InputError
+        The folder does not exist or holds no usable image series, or a
+        series has malformed geometry tags.
+
+    Examples
+    --------
+    >>> series, warnings = load_dicom_folder("study/dicom")  # doctest: +SKIP
+    >>> [s.describe() for s in series]                        # doctest: +SKIP
+    ['CT 512x512x120 @ 0.977x0.977x3 mm', 'NM 128x128x128 @ 4.8x4.8x4.8 mm SPECT']
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{root} does not exist: give the folder holding the DICOM files")
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+    warn: list[str] = []
+    n_file_warn = 0
+    groups: dict[str, list] = defaultdict(list)
+    n_dicom = 0
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(root)) if root.is_dir() else p.name
+        except ValueError:
+            return p.name
+
+    for p in files:
+        if p.name.startswith(".") or p.name.lower().endswith(_OTHER_READERS):
+            continue
+        ds, why = _read_file(p)
+        if ds is None:
+            n_file_warn += 1
+            if n_file_warn <= _MAX_FILE_WARNINGS:
+                warn.append(f"skipped {rel(p)}: {why}")
+            continue
+        n_dicom += 1
+        with _quiet():
+            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+            kind = _kind(ds)
+        key = uid or f"(no SeriesInstanceUID) {kind} {ds.get('Rows', '')}x{ds.get('Columns', '')}"
+        groups[key].append((p, ds))
+    if n_file_warn > _MAX_FILE_WARNINGS:
+        warn.append(f"... and {n_file_warn - _MAX_FILE_WARNINGS} more files skipped")
+
+    found: list[tuple[Path, Series]] = []
+    with _quiet():
+        for uid, items in groups.items():
+            by_kind: dict[str, list] = defaultdict(list)
+            for p, ds in items:
+                by_kind[_kind(ds)].append((p, ds))
+            for kind, sub in by_kind.items():
+                for first, series, msgs in _load_group(kind, sub, root):
+                    warn += msgs
+                    if series is not None:
+                        found.append((first, series))
+    found.sort(key=lambda x: str(x[0]))
+    series = [s for _, s in found]
+    if not series:
+        detail = f"; {warn[0]}" if warn else ""
+        raise InputError(f"no usable image series in {root} ({n_dicom} DICOM files, "
+                         f"{n_file_warn} other files){detail}")
+    return series, warn
+
+
+def _load_group(kind: str, items: list, root: Path):
+    """Yield (first path, Series or None, warnings) for the files of one series and SOP class."""
+    items = sorted(items, key=lambda it: str(it[0]))
+    label = _label(items, root, kind.split(":")[0] or "unknown")
+    if kind.startswith("other"):
+        sop = kind.split(":", 1)[1]
+        yield items[0][0], None, [f"skipped {label}: SOP class {sop or 'missing'} is not a CT, NM or PET image"]
+        return
+    if kind not in _IMAGE_KINDS:
+        yield items[0][0], None, [f"skipped {label}: {kind} objects are not read "
+                                  "(only CT, NM and PET Image Storage; export as those)"]
+        return
+    if kind == "NM":
+        single = all((_int_or(ds, "NumberOfFrames") or 1) == 1 and "ImagePositionPatient" in ds
+                     and (_image_type(ds, "") + ["", "", ""])[2] not in _NM_PLANAR for _, ds in items)
+        if len(items) > 1 and single:
+            chunks = [("stack", c) for c in _split_stack(items, kind)]
+        else:
+            chunks = [("nm", [it]) for it in items]
+    else:
+        localizers = [it for it in items if kind == "CT" and "LOCALIZER" in _image_type(it[1], "")]
+        if localizers:
+            loc = {id(it[1]) for it in localizers}
+            items = [it for it in items if id(it[1]) not in loc]
+            yield localizers[0][0], None, [f"skipped {_label(localizers, root, kind)}: localizer (scout) image(s)"]
+            if not items:
+                return
+        chunks = [("stack", c) for c in _split_stack(items, kind)]
+    for how, chunk in chunks:
+        desc = str(chunk[0][1].get("SeriesDescription", "") or "").strip()
+        lab = f"{kind} series '{desc}'" if desc else f"{kind} series"
+        try:
+            if how == "nm":
+                s = _read_nm(chunk[0][0], chunk[0][1])
+            else:
+                s = _read_stack(chunk, kind)
+        except _SkipSeries as e:
+            yield chunk[0][0], None, [f"skipped {lab}: {e}"]
+            continue
+        msgs = [f"{lab}: {w}" for w in s.get("load_warnings", [])]
+        yield chunk[0][0], s, msgs
+
+
+def _int_or(ds, keyword: str) -> int | None:
+    try:
+        v = ds.get(keyword)
+        return int(v) if v not in (None, "") else None
+    except (ValueError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- planar counts
+def planar_counts(path) -> dict:
+    """Counts and timing of a planar NM acquisition (for sensitivity calibration).
+
+    Parameters
+    ----------
+    path : path-like or pydicom.Dataset
+        One NM object (``STATIC``, ``WHOLE BODY``, ``DYNAMIC``, ``TOMO``...).
+
+    Returns
+    -------
+    dict
+        ``counts_per_frame`` (list of int: stored values summed per frame),
+        ``total_counts`` (int), ``n_frames``, ``frame_vectors`` (the frame
+        vectors named by ``FrameIncrementPointer``, e.g. ``DetectorVector``),
+        ``frame_duration_s`` (``ActualFrameDuration`` ms -> s),
+        ``duration_s`` with ``duration_source`` (frames acquired at the same
+        time, such as two detectors or energy windows, count once; dynamic
+        phases and tomographic rotations are summed),
+        ``acquisition_start`` (naive datetime) with
+        ``acquisition_start_source``, ``image_type``, ``series_description``,
+        ``counts_accumulated`` (``CountsAccumulated`` when present), ``path``
+        and ``warnings``.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read or is not an NM image.
+
+    Examples
+    --------
+    >>> info = planar_counts("Syringe_1cc.dcm")   # doctest: +SKIP
+    >>> info["total_counts"] / info["duration_s"]  # cps   # doctest: +SKIP
+    2398.4
+    """
+    with _quiet():
+        p, ds = _as_dataset(path)
+        where = _where(p, ds)
+        if _kind(ds) != "NM":
+            raise InputError(f"{where}: not an NM image (SOP class {_kind(ds)}): planar counts need an NM acquisition")
+        warn: list[str] = []
+        stored = _stored_pixels(ds, where)
+        per_frame = stored.reshape(stored.shape[0], -1).sum(axis=1, dtype=np.int64 if stored.dtype.kind in "ui"
+                                                              else np.float64)
+        pointers = _frame_pointers(ds, where)
+        vectors = {}
+        for kw in pointers:
+            if not kw.startswith("("):
+                vals = _as_list(_raw(ds, kw, where))
+                vectors[kw] = [int(v) for v in vals]
+        afd = _float(ds, "ActualFrameDuration", where)
+        itype = _image_type(ds, where)
+        v3 = itype[2] if len(itype) > 2 else ""
+        duration, dsrc = None, ""
+        rot = ds.get("RotationInformationSequence")
+        phase = ds.get("PhaseInformationSequence")
+        if v3 in ("TOMO", "GATED TOMO", "RECON TOMO", "RECON GATED TOMO") and rot:
+            m: dict = {}
+            _nm_duration(ds, m, where, warn)
+            if "duration_s" in m:
+                duration, dsrc = m["duration_s"].value, m["duration_s"].source
+        elif v3 == "DYNAMIC" and phase:
+            total = 0.0
+            for item in phase:
+                a = _float(item, "ActualFrameDuration", where)
+                nf = _int(item, "NumberOfFramesInPhase", where)
+                if a is None or nf is None:
+                    total = None
+                    break
+                total += a * nf / 1000.0
+            if total is not None:
+                duration = total
+                dsrc = (f"{_tag('PhaseInformationSequence')}: sum of {_tag('ActualFrameDuration')} x "
+                        f"{_tag('NumberOfFramesInPhase')}")
+        if duration is None and afd is not None:
+            n_time = len(set(vectors.get("TimeSliceVector", [1])))
+            duration = afd / 1000.0 * n_time
+            dsrc = f"{_tag('ActualFrameDuration')} (ms -> s)" + (
+                f" x {n_time} time slices" if n_time > 1 else
+                (" (frames acquired simultaneously: " + ", ".join(vectors) + ")" if len(per_frame) > 1 else ""))
+        if duration is None:
+            warn.append(f"{where}: no ActualFrameDuration (0018,1242): duration unknown")
+        start = _start_of(ds, where, warn)
+        out = {
+            "path": p,
+            "counts_per_frame": [int(v) if stored.dtype.kind in "ui" else float(v) for v in per_frame],
+            "total_counts": int(per_frame.sum()) if stored.dtype.kind in "ui" else float(per_frame.sum()),
+            "n_frames": int(stored.shape[0]),
+            "frame_vectors": vectors,
+            "frame_duration_s": None if afd is None else afd / 1000.0,
+            "duration_s": duration,
+            "duration_source": dsrc or None,
+            "acquisition_start": None if start is None else start[1],
+            "acquisition_start_source": None if start is None else start[2],
+            "image_type": [str(v) for v in _as_list(_raw(ds, "ImageType", where))],
+            "series_description": _text(ds, "SeriesDescription", where),
+            "counts_accumulated": _int_or(ds, "CountsAccumulated"),
+            "warnings": warn,
+        }
+        return out
