@@ -65,7 +65,7 @@ def make_nifti_study(tmp_path, units="Bq/mL", times_h=(0.5, 4.0, 26.0), frac=((0
         acq = INJ + dt.timedelta(hours=t)
         side = {"Modality": "NM", "TracerRadionuclide": "99mTc", "InjectedRadioactivity": A_INJ,
                 "InjectedRadioactivityUnits": "MBq", "TimeZero": INJ.strftime("%H:%M:%S"), "InjectionStart": 0,
-                "ScanStart": t * 3600, "FrameTimesStart": [0], "FrameDuration": [duration_s],
+                "ScanStart": t * 3600, "FrameTimesStart": [t * 3600], "FrameDuration": [duration_s],
                 "ImageDecayCorrected": False, "Units": units}
         _write(tmp_path / f"tp{n}_spect.nii.gz", g.with_array(arr.astype(np.float32)), side)
         scans.append(f"tp{n}_spect.nii.gz\t{acq.isoformat()}")

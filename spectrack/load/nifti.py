@@ -247,7 +247,12 @@ def _set_times(s: Series, side: dict, src: str, path: Path, scans: dict | None) 
     frame_start = side.get("FrameTimesStart")
     if isinstance(frame_start, list) and frame_start:
         frame_start = frame_start[0]
-    offset_s = float(frame_start) if frame_start is not None else 0.0
+    # PET-BIDS: ScanStart and FrameTimesStart are both seconds after TimeZero; the
+    # acquisition start is the first frame's start
+    if frame_start is not None and scan_start is not None:
+        offset_s = float(frame_start) - float(scan_start)
+    else:
+        offset_s = 0.0
     tz = side.get("TimeZero")
     t0 = None
     if tz is not None:

@@ -1,0 +1,72 @@
+"""The bundled sample study: a cynomolgus (NHP) phantom, 6 scans over 24 h.
+
+``sample_data/make_sample.py`` writes it with :data:`SAMPLE_ARGS`;
+:func:`sample_study` finds it (or regenerates it in a temporary folder when
+spectrack runs from an installed package without the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+__all__ = ["SAMPLE_ARGS", "sample_study", "write_sample", "REPO_SAMPLE"]
+
+#: Arguments of :func:`spectrack.phantom.make_study` for the sample study.
+SAMPLE_ARGS: dict = {
+    "preset": "nhp",
+    "seed": 0,
+    "units": "counts",
+    "formats": ("dicom", "nifti"),
+    "subject_id": "NHP-PHANTOM-01",
+}
+
+#: Where the committed sample lives in a source checkout.
+REPO_SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "nhp_study"
+
+
+def write_sample(path) -> dict:
+    """Write the sample study into ``path`` (a folder); return its truth."""
+    from .core import make_study
+
+    return make_study(path, **SAMPLE_ARGS)
+
+
+def sample_study(path=None) -> dict:
+    """Locate (or create) the sample study.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A folder holding the sample; the repository's ``sample_data/nhp_study``
+        by default, else a folder under the system temporary directory, written
+        on first use.
+
+    Returns
+    -------
+    dict
+        ``path`` (the DICOM folder to quantify), ``nifti`` (the NIfTI folder),
+        ``truth`` (``truth.json``), ``labels`` and ``settings`` (a mapping for
+        :func:`spectrack.settings.settings_from_mapping`: the labels and the
+        known sensitivity).
+    """
+    from .._version import __version__
+
+    if path is None:
+        path = REPO_SAMPLE
+        if not (path / "truth.json").exists():
+            path = Path(tempfile.gettempdir()) / f"spectrack-sample-{__version__}" / "nhp_study"
+    path = Path(path)
+    if not (path / "truth.json").exists():
+        write_sample(path)
+    truth = json.loads((path / "truth.json").read_text(encoding="utf-8"))
+    labels = path / "labels.nii.gz"
+    return {
+        "path": path / "dicom",
+        "nifti": path / "nifti",
+        "truth": path / "truth.json",
+        "labels": labels,
+        "settings": {"labels": str(labels), "calibration": "sensitivity",
+                     "sensitivity_cps_per_mbq": truth["sensitivity_cps_per_mbq"], "species": "nhp"},
+    }
