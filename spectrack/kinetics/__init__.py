@@ -1,0 +1,60 @@
+"""Kinetics: time-activity curves, fits, integrals, recovery correction, uncertainty.
+
+* :mod:`~spectrack.kinetics.tac`: curves per region from the quantification table;
+* :mod:`~spectrack.kinetics.fits`: mono-, bi-exponential and uptake-washout fits,
+  model choice by AICc;
+* :mod:`~spectrack.kinetics.auc`: AUC / time-integrated activity, Cmax, Tmax,
+  half-lives, mean residence time;
+* :mod:`~spectrack.kinetics.recovery`: recovery coefficients and the geometric
+  transfer matrix (partial-volume correction);
+* :mod:`~spectrack.kinetics.uncertainty`: Monte Carlo intervals on %ID and on
+  everything derived from it.
+"""
+
+from .auc import (
+    Integral,
+    KineticsResult,
+    KineticSummary,
+    analyse_kinetics,
+    biological_half_life_h,
+    effective_from_biological_h,
+    effective_half_life_h,
+    integrate_fit,
+    integrate_tac,
+    peak,
+    tac_metrics,
+)
+from .fits import MODELS, FitResult, ModelSelection, fit_models, fit_tac, fits_to_frame, model_function
+from .recovery import (
+    FWHM_PRESETS_MM,
+    GTMResult,
+    add_gtm_correction,
+    cylinder_rc,
+    default_fwhm_mm,
+    gtm_correct,
+    gtm_matrix,
+    measure_fwhm,
+    sigma_voxels,
+    sphere_rc,
+)
+from .tac import QUANTITIES, TAC, get_tac, time_activity_curves
+from .uncertainty import (
+    DEFAULT_CALIBRATION_CV,
+    add_pct_id_intervals,
+    derived_intervals,
+    pct_id_interval,
+    percentile_interval,
+    propagate,
+    region_spread,
+)
+
+__all__ = [
+    "QUANTITIES", "TAC", "get_tac", "time_activity_curves",
+    "MODELS", "FitResult", "ModelSelection", "fit_models", "fit_tac", "fits_to_frame", "model_function",
+    "Integral", "KineticSummary", "KineticsResult", "analyse_kinetics", "integrate_tac", "integrate_fit", "peak",
+    "effective_half_life_h", "biological_half_life_h", "effective_from_biological_h", "tac_metrics",
+    "FWHM_PRESETS_MM", "GTMResult", "add_gtm_correction", "cylinder_rc", "sphere_rc", "default_fwhm_mm",
+    "gtm_correct", "gtm_matrix", "measure_fwhm", "sigma_voxels",
+    "DEFAULT_CALIBRATION_CV", "add_pct_id_intervals", "derived_intervals", "pct_id_interval",
+    "percentile_interval", "propagate", "region_spread",
+]
