@@ -120,6 +120,12 @@ def quantify(
     register: Optional[bool] = typer.Option(None, "--register/--no-register", help="Register time points to the reference CT."),
     reference: Optional[int] = typer.Option(None, help="Reference time point for registration (labels live there)."),
     auto_regions: Optional[str] = typer.Option(None, help="Automatic regions: rat | nhp | human."),
+    species: Optional[str] = typer.Option(None, help="rat | nhp | human | mouse (recorded; sets preset defaults)."),
+    pvc: Optional[bool] = typer.Option(None, "--pvc/--no-pvc", help="GTM recovery (partial-volume) correction."),
+    psf_fwhm_mm: Optional[float] = typer.Option(None, help="Reconstructed system resolution FWHM (mm) for --pvc."),
+    uncertainty_draws: Optional[int] = typer.Option(None, help="Monte Carlo draws for 95 % intervals (0 = none)."),
+    calibration_cv: Optional[float] = typer.Option(None, help="Calibration coefficient of variation (default 0.027)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed of the Monte Carlo intervals."),
     report: Optional[bool] = typer.Option(None, "--report/--no-report", help="Write the HTML report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table."),
 ):
@@ -133,7 +139,9 @@ def quantify(
                 injection_time=injection_time, injected_measured_at=injected_measured_at,
                 residual_mbq=residual_mbq, residual_time=residual_time, half_life_h=half_life_h,
                 radionuclide=radionuclide, duration_s=duration_s, times_h=times_h, subject=subject,
-                register=register, reference=reference, auto_regions=auto_regions, report=report)
+                register=register, reference=reference, auto_regions=auto_regions, report=report, species=species,
+                pvc=pvc, psf_fwhm_mm=psf_fwhm_mm, uncertainty_draws=uncertainty_draws,
+                calibration_cv=calibration_cv, seed=seed)
     base.update({k: v for k, v in opts.items() if v is not None})
     base.pop("extra", None)
     defaults = Settings().to_dict()

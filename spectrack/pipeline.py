@@ -38,6 +38,7 @@ class StudyResult:
     labels: list = field(default_factory=list)
     kinetics: object | None = None
     transforms: list | None = None
+    profile: object | None = None
 
 
 def _series_json(s: Series | None) -> dict | None:
@@ -89,6 +90,34 @@ def _json_default(o):
 def write_json(path: Path, data: dict) -> Path:
     """Write JSON atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _add_intervals(table, study, details, settings, notes):
+    """95 % Monte Carlo intervals on %ID (counting, calibration, region boundary)."""
+    import numpy as np
+
+    from .kinetics import add_pct_id_intervals
+
+    counts_per_mbq = []
+    counting = True
+    for tp, cal in zip(study.timepoints, details.calibrations):
+        units = tp.emission.get("units") or "counts"
+        if units == "counts":
+            counts_per_mbq.append(1.0 / cal.mbq_per_voxel_per_unit)
+        elif units == "cps" and cal.duration_s is not None:
+            counts_per_mbq.append(cal.duration_s.value / cal.mbq_per_voxel_per_unit)
+        elif settings.sensitivity_cps_per_mbq and cal.duration_s is not None:
+            counts_per_mbq.append(settings.sensitivity_cps_per_mbq * cal.duration_s.value / cal.in_frame_factor)
+        else:
+            counts_per_mbq.append(np.inf)
+            counting = False
+    if not counting:
+        notes.append("counting noise not included in the intervals: Bq/mL images without a sensitivity "
+                     "(give --sensitivity to include it)")
+        counts_per_mbq = [1e15 if not np.isfinite(c) else c for c in counts_per_mbq]
+    return add_pct_id_intervals(table, [tp.emission.image for tp in study.timepoints], details.labels_per_timepoint,
+                                counts_per_mbq=counts_per_mbq, calibration_cv=settings.calibration_cv,
+                                n_draws=settings.uncertainty_draws, seed=settings.seed)
 
 
 def run_study(
@@ -205,8 +234,33 @@ def run_study(
     if settings.group:
         table.insert(2 if settings.species else 1, "group", settings.group)
 
+    images = [tp.emission.image for tp in study.timepoints]
+    kin_notes: list[str] = []
+    if settings.pvc:
+        from .kinetics import add_gtm_correction, default_fwhm_mm
+
+        fwhm = settings.psf_fwhm_mm
+        if fwhm is None:
+            preset = settings.species or settings.auto_regions
+            if preset is None:
+                raise InputError("recovery correction needs the reconstructed resolution: give --psf-fwhm-mm "
+                                 "(or --species rat|nhp|human for the preset default)")
+            fwhm = default_fwhm_mm(preset)
+            kin_notes.append(f"PSF FWHM {fwhm} mm: default of preset {preset}")
+        table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm)
+    if settings.uncertainty_draws > 0:
+        table = _add_intervals(table, study, details, settings, kin_notes)
+
     kin = None
     step("kinetics", 0.7)
+    n_tp = len(study.timepoints)
+    if n_tp >= 3:
+        from .kinetics import analyse_kinetics
+
+        # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number
+        kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=("pct_id",))
+    else:
+        kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
     step("report", 0.85)
     label_map0 = lab[0] if isinstance(lab, list) else lab
     inputs = study.input_files + label_inputs
@@ -216,6 +270,7 @@ def run_study(
         "calibration": [c.to_json() for c in details.calibrations],
         "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())}},
         "warnings": details.warnings,
+        "kinetics_method": kin_notes,
         "columns": __import__("spectrack.quantification.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
@@ -227,6 +282,18 @@ def run_study(
         with atomic_path(out / "regions.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.9g")
         result.outputs["regions.csv"] = out / "regions.csv"
+        if kin is not None:
+            for name, frame in (("kinetics.csv", kin.metrics), ("fits.csv", kin.fits)):
+                with atomic_path(out / name) as tmp:
+                    frame.to_csv(tmp, index=False, float_format="%.9g")
+                result.outputs[name] = out / name
         result.outputs["study.json"] = write_json(out / "study.json", meta)
+        if settings.report:
+            try:
+                from .report import write_report
+            except ImportError:  # report package not available
+                write_report = None
+            if write_report is not None:
+                result.outputs.update(write_report(result, out))
     step("report", 1.0)
     return result

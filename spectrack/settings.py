@@ -45,9 +45,10 @@ class Settings:
     register: bool = False
     reference: int = 0
     auto_regions: str | None = None
+    pvc: bool = False
     psf_fwhm_mm: float | None = None
     calibration_cv: float = 0.027
-    uncertainty_draws: int = 0
+    uncertainty_draws: int = 1000
     seed: int = 0
     report: bool = True
     extra: dict = field(default_factory=dict)
@@ -68,6 +69,7 @@ _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "species": (None, "rat", "nhp", "human", "mouse"),
             "auto_regions": (None, "rat", "nhp", "human")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
+_NON_NEGATIVE = ("calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
 
 
 def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | None = None) -> Settings:
@@ -119,6 +121,8 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
                              f"got {val!r}")
         if k in _POSITIVE and not val > 0:
             raise InputError(f"{where}: {key} must be positive, got {val}")
+        if k in _NON_NEGATIVE and not val >= 0:
+            raise InputError(f"{where}: {key} must be zero or positive, got {val}")
         if k == "labels" and base is not None and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
