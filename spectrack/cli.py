@@ -119,6 +119,8 @@ def quantify(
     subject: Optional[str] = typer.Option(None, help="Subject identifier."),
     register: Optional[bool] = typer.Option(None, "--register/--no-register", help="Register time points to the reference CT."),
     reference: Optional[int] = typer.Option(None, help="Reference time point for registration (labels live there)."),
+    label_resampling: Optional[str] = typer.Option(None, help="Labels through registration: nearest (default) | "
+                                                   "vote (linear interpolation of each region, largest wins)."),
     auto_regions: Optional[str] = typer.Option(None, help="Automatic regions: rat | nhp | human."),
     species: Optional[str] = typer.Option(None, help="rat | nhp | human | mouse (recorded; sets preset defaults)."),
     pvc: Optional[bool] = typer.Option(None, "--pvc/--no-pvc", help="GTM recovery (partial-volume) correction."),
@@ -139,7 +141,7 @@ def quantify(
                 injection_time=injection_time, injected_measured_at=injected_measured_at,
                 residual_mbq=residual_mbq, residual_time=residual_time, half_life_h=half_life_h,
                 radionuclide=radionuclide, duration_s=duration_s, times_h=times_h, subject=subject,
-                register=register, reference=reference, auto_regions=auto_regions, report=report, species=species,
+                register=register, reference=reference, label_resampling=label_resampling, auto_regions=auto_regions, report=report, species=species,
                 pvc=pvc, psf_fwhm_mm=psf_fwhm_mm, uncertainty_draws=uncertainty_draws,
                 calibration_cv=calibration_cv, seed=seed)
     base.update({k: v for k, v in opts.items() if v is not None})

@@ -203,14 +203,26 @@ def run_study(
         raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
 
     transforms = None
+    reg = None
+    registration = None
     step("align", 0.3)
     if settings.register and len(study.timepoints) > 1:
         from .align.register import register_timepoints
 
-        reg = register_timepoints(study.timepoints, reference_index=settings.reference)
-        transforms = reg.transforms if hasattr(reg, "transforms") else reg
-        for w in getattr(reg, "warnings", []) or []:
-            study.warnings.append(w)
+        if not 0 <= settings.reference < len(study.timepoints):
+            raise InputError(f"--reference {settings.reference} is out of range "
+                             f"(0..{len(study.timepoints) - 1})")
+        mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
+        reg = register_timepoints(study.timepoints, reference_index=settings.reference, mode=mode)
+        study.warnings.extend(reg.warnings)
+        # registration maps reference points to each time point; labels are resampled with the inverse
+        transforms = [t.GetInverse() for t in reg]
+        registration = {"mode": mode, "reference": settings.reference,
+                        "timepoints": [{"index": i, "quality_ncc": r.quality_ncc,
+                                        "translation_mm": list(r.translation_mm), "rotation_deg": list(r.rotation_deg),
+                                        "metric_value": r.metric_value, "iterations": r.iterations,
+                                        "elapsed_s": r.elapsed_s, "stop_condition": r.stop_condition}
+                                       for i, r in enumerate(reg.results)]}
 
     step("quantify", 0.5)
     table, details = quantify(
@@ -227,6 +239,7 @@ def run_study(
         radionuclide=settings.radionuclide,
         duration_s=settings.duration_s,
         transforms=transforms,
+        label_resampling=settings.label_resampling,
         return_details=True,
     )
     if settings.species:
@@ -271,6 +284,7 @@ def run_study(
         "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())}},
         "warnings": details.warnings,
         "kinetics_method": kin_notes,
+        "registration": registration,
         "columns": __import__("spectrack.quantification.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
@@ -282,6 +296,11 @@ def run_study(
         with atomic_path(out / "regions.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.9g")
         result.outputs["regions.csv"] = out / "regions.csv"
+        if reg is not None:
+            from .align.register import save_transform
+
+            for i, t in enumerate(reg):
+                result.outputs[f"transform_tp{i}"] = save_transform(t, out / "transforms" / f"tp{i}.tfm")
         if kin is not None:
             for name, frame in (("kinetics.csv", kin.metrics), ("fits.csv", kin.fits)):
                 with atomic_path(out / name) as tmp:

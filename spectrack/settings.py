@@ -44,6 +44,7 @@ class Settings:
     dose_mg: float | None = None
     register: bool = False
     reference: int = 0
+    label_resampling: str = "nearest"
     auto_regions: str | None = None
     pvc: bool = False
     psf_fwhm_mm: float | None = None
@@ -67,7 +68,8 @@ class Settings:
 
 _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "species": (None, "rat", "nhp", "human", "mouse"),
-            "auto_regions": (None, "rat", "nhp", "human")}
+            "auto_regions": (None, "rat", "nhp", "human"),
+            "label_resampling": ("nearest", "vote")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
 _NON_NEGATIVE = ("calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
 

@@ -51,11 +51,12 @@ class QuantResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _labels_on(labels: LabelMap, tp_image, transform=None) -> LabelMap:
+def _labels_on(labels: LabelMap, tp_image, transform=None, label_resampling: str = "nearest") -> LabelMap:
     if transform is not None:
         from ..align.resample import resample_labels
 
-        return LabelMap(resample_labels(labels.image, tp_image, transform), dict(labels.names), labels.source)
+        return LabelMap(resample_labels(labels.image, tp_image, transform, method=label_resampling),
+                        dict(labels.names), labels.source)
     return labels.resampled_to(tp_image)
 
 
@@ -76,6 +77,7 @@ def quantify(
     duration_s: float | None = None,
     transforms: list | None = None,
     groups: bool = True,
+    label_resampling: str = "nearest",
     return_details: bool = False,
 ):
     """Percent injected dose per region and time point.
@@ -101,6 +103,10 @@ def quantify(
     transforms : list, optional
         Per time point SimpleITK transforms mapping that time point's space to
         the labels' space (from registration); ``None`` entries mean identity.
+    label_resampling : {"nearest", "vote"}
+        How labels are carried through a transform (see
+        :func:`spectrack.align.resample.resample_labels`); without a transform
+        labels are always resampled by nearest neighbour.
     groups : bool
         Also report region groups (``spinal_canal``, ``cns``) when all their
         members are present.
@@ -143,7 +149,7 @@ def quantify(
         img = tp.emission.image
         lm = labels[n] if isinstance(labels, list) else labels
         tr = transforms[n] if transforms is not None else None
-        lab = _labels_on(lm, img, tr)
+        lab = _labels_on(lm, img, tr, label_resampling)
         per_tp_labels.append(lab)
         ri = RegionIndex(lab.image.array)
         if ri.labels.size == 0:
