@@ -7,8 +7,9 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,batch,napari]"
 need_apt=()
 command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
-for lib in libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0 libxcb-render-util0 \
-           libxcb-xkb1 libxkbcommon-x11-0 libgl1 libegl1 libdbus-1-3 libfontconfig1; do
+for lib in libgl1-mesa-dri libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libx11-xcb1 libxcb-icccm4 libxcb-image0 \
+           libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 \
+           libxkbcommon-x11-0; do
   dpkg -s "$lib" >/dev/null 2>&1 || need_apt+=("$lib")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
