@@ -122,6 +122,10 @@ def quantify(
     label_resampling: Optional[str] = typer.Option(None, help="Labels through registration: nearest (default) | "
                                                    "vote (linear interpolation of each region, largest wins)."),
     auto_regions: Optional[str] = typer.Option(None, help="Automatic regions: rat | nhp | human."),
+    canal_boundaries_mm: Optional[str] = typer.Option(None, help="Canal level boundaries, 3 distances (mm) along "
+                                                      "the canal from its sacral end, comma-separated."),
+    neuraxis_margin_mm: Optional[float] = typer.Option(None, help="Margin (mm) around the canal for the neuraxis "
+                                                       "profile (PSF spill)."),
     species: Optional[str] = typer.Option(None, help="rat | nhp | human | mouse (recorded; sets preset defaults)."),
     pvc: Optional[bool] = typer.Option(None, "--pvc/--no-pvc", help="GTM recovery (partial-volume) correction."),
     psf_fwhm_mm: Optional[float] = typer.Option(None, help="Reconstructed system resolution FWHM (mm) for --pvc."),
@@ -141,7 +145,8 @@ def quantify(
                 injection_time=injection_time, injected_measured_at=injected_measured_at,
                 residual_mbq=residual_mbq, residual_time=residual_time, half_life_h=half_life_h,
                 radionuclide=radionuclide, duration_s=duration_s, times_h=times_h, subject=subject,
-                register=register, reference=reference, label_resampling=label_resampling, auto_regions=auto_regions, report=report, species=species,
+                register=register, reference=reference, label_resampling=label_resampling, auto_regions=auto_regions,
+                canal_boundaries_mm=canal_boundaries_mm, neuraxis_margin_mm=neuraxis_margin_mm, report=report, species=species,
                 pvc=pvc, psf_fwhm_mm=psf_fwhm_mm, uncertainty_draws=uncertainty_draws,
                 calibration_cv=calibration_cv, seed=seed)
     base.update({k: v for k, v in opts.items() if v is not None})
@@ -279,6 +284,21 @@ def batch(
     if summary.failed:
         raise BatchError(f"{c['failed']} of {len(summary.outcomes)} studies failed: see {out / 'failures.csv'} "
                          f"and {out / 'logs'}")
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="Results folder of spectrack quantify (regions.csv, study.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write report.html and figures/ "
+                                                                  "(default: the results folder)."),
+    log_y: bool = typer.Option(False, "--log-y", help="Logarithmic %ID axis in the time-activity plots."),
+):
+    """Regenerate the HTML report (report.html, figures/*.png) from a results folder."""
+    from .report import report_from_results
+
+    outputs = report_from_results(results, out_dir=out, log_y=log_y)
+    _console().print(f"wrote {outputs['report.html']} and {len(outputs) - 1} figure(s) in "
+                     f"{outputs['report.html'].parent / 'figures'}")
 
 
 def main(args=None) -> int:

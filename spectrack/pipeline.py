@@ -195,7 +195,8 @@ def run_study(
     if lab is None and settings.auto_regions:
         from .regions.auto import segment_study
 
-        lab = segment_study(study, preset=settings.auto_regions, reference=settings.reference)
+        lab = segment_study(study, preset=settings.auto_regions, reference=settings.reference,
+                            canal_boundaries_mm=settings.canal_boundaries_mm)
     if lab is None:
         raise LabelError("no regions given: pass a label map with --labels FILE (NIfTI with a names TSV) "
                          "or ask for automatic regions with --auto-regions rat|nhp|human")
@@ -274,8 +275,21 @@ def run_study(
         kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=("pct_id",))
     else:
         kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
-    step("report", 0.85)
     label_map0 = lab[0] if isinstance(lab, list) else lab
+    neuraxis = None
+    front = None
+    neuraxis_warnings: list[str] = []
+    from .regions.vocabulary import CANAL_LEVELS
+
+    if any(n in CANAL_LEVELS for n in label_map0.names.values()):
+        from .regions.neuraxis import profile_study, tracer_front
+
+        neuraxis = profile_study(study, details.labels_per_timepoint, details.calibrations, details.params,
+                                 margin_mm=settings.neuraxis_margin_mm)
+        if len(neuraxis):
+            front = tracer_front(neuraxis).to_dict(orient="records")
+        neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
+    step("report", 0.85)
     inputs = study.input_files + label_inputs
     meta = {
         "study": describe_study(study),
@@ -285,11 +299,15 @@ def run_study(
         "warnings": details.warnings,
         "kinetics_method": kin_notes,
         "registration": registration,
+        "neuraxis_front": front,
+        "neuraxis_warnings": neuraxis_warnings,
+        "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
+        else None,
         "columns": __import__("spectrack.quantification.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
-                         kinetics=kin, transforms=transforms)
+                         kinetics=kin, transforms=transforms, profile=neuraxis)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +324,10 @@ def run_study(
                 with atomic_path(out / name) as tmp:
                     frame.to_csv(tmp, index=False, float_format="%.9g")
                 result.outputs[name] = out / name
+        if neuraxis is not None and len(neuraxis):
+            from .regions.neuraxis import write_profile
+
+            result.outputs.update(write_profile(neuraxis, out))
         result.outputs["study.json"] = write_json(out / "study.json", meta)
         if settings.report:
             try:

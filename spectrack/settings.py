@@ -46,6 +46,8 @@ class Settings:
     reference: int = 0
     label_resampling: str = "nearest"
     auto_regions: str | None = None
+    canal_boundaries_mm: list[float] | None = None
+    neuraxis_margin_mm: float = 0.0
     pvc: bool = False
     psf_fwhm_mm: float | None = None
     calibration_cv: float = 0.027
@@ -71,7 +73,7 @@ _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "auto_regions": (None, "rat", "nhp", "human"),
             "label_resampling": ("nearest", "vote")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
-_NON_NEGATIVE = ("calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
+_NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
 
 
 def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | None = None) -> Settings:
@@ -96,7 +98,7 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             continue
         t = kinds[k].type
         try:
-            if k == "times_h":
+            if k in ("times_h", "canal_boundaries_mm"):
                 if isinstance(val, str):
                     val = [float(v) for v in val.replace(";", ",").split(",") if v.strip()]
                 else:
@@ -128,6 +130,9 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
         if k == "labels" and base is not None and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
+    if out.get("canal_boundaries_mm") is not None and len(out["canal_boundaries_mm"]) != 3:
+        raise InputError(f"{where}: canal_boundaries_mm needs 3 distances (mm from the sacral end): "
+                         "sacral/lumbar, lumbar/thoracic, thoracic/cervical")
     s = Settings(**out)
     for name in ("injection_time", "injected_measured_at", "residual_time"):
         s.datetime(name)  # validates the format now, not mid-run

@@ -21,9 +21,25 @@ Conventions
 * The time-integrated activity (TIA, MBq h or %ID h) is the integral of the
   *physical* curve; the AUC of the *decay-corrected* curve is the biological
   exposure. Mean residence time ``MRT = AUMC / AUC`` with the same tail.
-* Effective half-life: ln 2 / terminal rate of the fit to the physical curve.
-  Biological half-life: ln 2 / terminal rate of the fit to the decay-corrected
-  curve; equivalently ``1/T_bio = 1/T_eff - 1/T_phys`` (reported separately).
+* Effective half-life: ln 2 / terminal rate of the physical curve.
+  Biological half-life: ln 2 / terminal rate of the decay-corrected curve;
+  equivalently ``1/T_bio = 1/T_eff - 1/T_phys`` (reported separately).
+
+Terminal rate
+-------------
+:func:`terminal_rate` takes the slowest rate of the AICc-selected fit only
+when that fit may be extrapolated (:meth:`FitResult.quality_issues
+<spectrack.kinetics.fits.FitResult.quality_issues>`: converged, no parameter
+on a bound, R^2 >= 0.9, at least 2 points after the peak in the fit's
+terminal phase). Otherwise it falls back to a log-linear fit of the last
+points after the observed peak (the non-compartmental lambda_z: the last 2
+points, or the last 3 or more with the best adjusted R^2), then to the
+chord from the peak to the only point after it; a curve that does not
+decline after its peak has no terminal rate (a physical curve then uses
+physical decay, an upper bound). Rates are never below the lower bound of
+the fits (``lambda_phys`` for physical curves). The ``method`` text of every
+number says which route was taken, and ``fit_r_squared`` /
+``terminal_points`` rows report the quality behind it.
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ from typing import Sequence
 import numpy as np
 from scipy.integrate import trapezoid
 
-from .fits import FitResult, ModelSelection, fit_models, fits_to_frame
+from .fits import MIN_R_SQUARED, MIN_TERMINAL_POINTS, FitResult, ModelSelection, fit_models, fits_to_frame
 
 __all__ = [
     "Integral",
@@ -45,6 +61,8 @@ __all__ = [
     "effective_half_life_h",
     "biological_half_life_h",
     "effective_from_biological_h",
+    "TerminalRate",
+    "terminal_rate",
     "KineticSummary",
     "tac_metrics",
     "KineticsResult",
@@ -312,6 +330,125 @@ def effective_from_biological_h(t_bio_h: float, half_life_h: float) -> float:
     return 1.0 / (1.0 / float(t_bio_h) + 1.0 / float(half_life_h))
 
 
+# ------------------------------------------------------------ terminal rate
+@dataclass
+class TerminalRate:
+    """The terminal rate of a curve and where it came from.
+
+    ``source`` is ``"fit"`` (selected model), ``"log-linear"`` (lambda_z of
+    the last points after the peak), ``"peak-to-last"`` (chord from the peak
+    to the only point after it) or ``"none"`` (NaN rate); ``n_points`` the
+    number of points behind it; ``fit_issues`` why the selected fit was not
+    used (empty when it was).
+    """
+
+    rate_per_h: float
+    source: str
+    n_points: int
+    method: str
+    fit_issues: tuple[str, ...] = ()
+
+    @property
+    def half_life_h(self) -> float:
+        return effective_half_life_h(self.rate_per_h) if np.isfinite(self.rate_per_h) else math.nan
+
+
+def _lambda_z(t: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """Log-linear terminal rate of the points (t, y > 0): (rate, points used).
+
+    Two points: their slope. Three or more: the last ``m >= 3`` points with
+    the best adjusted R^2 (ties within 1e-4 go to more points).
+    """
+    if t.size == 2:
+        return float(-(math.log(y[1]) - math.log(y[0])) / (t[1] - t[0])), 2
+    best = None
+    ly = np.log(y)
+    for m in range(3, t.size + 1):
+        tt, ll = t[-m:], ly[-m:]
+        slope, icpt = np.polyfit(tt, ll, 1)
+        ss_tot = float(np.sum((ll - ll.mean()) ** 2))
+        ss_res = float(np.sum((ll - (slope * tt + icpt)) ** 2))
+        r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+        adj = 1.0 - (1.0 - r2) * (m - 1) / (m - 2)
+        if best is None or adj > best[0] - 1e-4:
+            best = (max(adj, best[0]) if best else adj, -float(slope), m)
+    return best[1], best[2]
+
+
+def terminal_rate(
+    time_h,
+    values,
+    selection: ModelSelection | FitResult | None = None,
+    *,
+    rate_lower_bound_per_h: float = 0.0,
+    min_r_squared: float = MIN_R_SQUARED,
+    min_terminal_points: int = MIN_TERMINAL_POINTS,
+) -> TerminalRate:
+    """Terminal (slowest) rate of a curve: the selected fit's if it may be extrapolated, else log-linear.
+
+    Parameters
+    ----------
+    time_h, values : array_like
+        The curve.
+    selection : ModelSelection or FitResult, optional
+        The fit(s); its best fit is used when
+        ``FitResult.quality_issues(min_r_squared, min_terminal_points)`` is empty.
+    rate_lower_bound_per_h : float
+        ``lambda_phys`` for a physical curve (0 for decay-corrected): a
+        fallback rate below it is raised to it (a physical curve then
+        extrapolates with physical decay only).
+
+    Examples
+    --------
+    >>> r = terminal_rate([1, 2, 4, 6, 24.0], [2, 8, 6, 4.5, 0.2])
+    >>> r.source, round(r.rate_per_h, 4), r.n_points
+    ('log-linear', 0.1712, 3)
+    """
+    t = np.asarray(time_h, dtype=float).ravel()
+    y = np.asarray(values, dtype=float).ravel()
+    ok = np.isfinite(t) & np.isfinite(y)
+    order = np.argsort(t[ok], kind="stable")
+    t, y = t[ok][order], y[ok][order]
+    lo = float(rate_lower_bound_per_h)
+    best = selection.best if isinstance(selection, ModelSelection) else selection
+    issues: tuple[str, ...] = ()
+    if best is not None:
+        issues = best.quality_issues(min_r_squared, min_terminal_points)
+        if not issues:
+            return TerminalRate(best.terminal_rate_per_h, "fit", best.terminal_points(),
+                                f"slowest rate of the {best.model} fit (R^2 = {best.r_squared:.4g}, "
+                                f"{best.terminal_points()} points after the peak in its terminal phase)")
+        why = f"the {best.model} fit is not used ({'; '.join(issues)}): "
+    else:
+        why = "no usable fit: "
+    if t.size == 0 or not np.any(y > 0):
+        return TerminalRate(math.nan, "none", 0, why + "no positive values", issues)
+    imax = int(np.argmax(y))
+    post = np.flatnonzero((np.arange(t.size) > imax) & (y > 0))
+    if post.size >= 2:
+        k, m = _lambda_z(t[post], y[post])
+        src, used = "log-linear", t[post][-m:]
+        txt = (f"log-linear fit of the last {m} points after the peak "
+               f"(t = {', '.join(f'{v:g}' for v in used)} h)")
+    elif post.size == 1:
+        i = int(post[0])
+        k = -(math.log(y[i]) - math.log(y[imax])) / (t[i] - t[imax])
+        src, m = "peak-to-last", 2
+        txt = (f"log-linear slope from the peak (t = {t[imax]:g} h) to the only point after it "
+               f"(t = {t[i]:g} h; tends to underestimate the rate, so the tail is an upper estimate)")
+    else:
+        return TerminalRate(math.nan, "none", 0,
+                            why + f"no decline observed (peak at the last scan, t = {t[imax]:g} h): "
+                            "terminal rate not estimable", issues)
+    if not k > lo:
+        if lo > 0:
+            return TerminalRate(lo, src, m, why + txt + f" gives {k:.4g} /h, below the lower bound: "
+                                f"raised to {lo:.6g} /h (physical decay only)", issues)
+        return TerminalRate(math.nan, "none", m, why + txt + f" gives {k:.4g} /h (no clearance): "
+                            "terminal rate not estimable", issues)
+    return TerminalRate(float(k), src, m, why + txt, issues)
+
+
 # ------------------------------------------------------------ summaries
 @dataclass
 class KineticSummary:
@@ -319,6 +456,7 @@ class KineticSummary:
 
     metrics: list[dict]
     selections: dict[str, ModelSelection] = field(default_factory=dict)
+    terminal: dict[str, TerminalRate] = field(default_factory=dict)
 
     def value(self, metric: str, correction: str | None = None) -> float:
         """The value of one metric (first match)."""
@@ -368,8 +506,10 @@ def tac_metrics(
         See :func:`integrate_tac`.
     tail : {"terminal", "physical", "none"}
         Tail of the *physical* curve (TIA). The decay-corrected AUC uses the
-        fitted terminal rate (or no tail when ``tail="none"``), since its
-        physical-decay-only tail is infinite. When a fit fails, ``terminal``
+        terminal rate (:func:`terminal_rate`: the selected fit's if that fit
+        is good, else log-linear after the peak), or no tail when
+        ``tail="none"``, since its physical-decay-only tail is infinite.
+        Without a terminal rate (no decline after the peak) ``terminal``
         falls back to ``physical`` for the TIA (the method says so) and the
         decay-corrected AUC is NaN.
     weighting, sigma
@@ -381,9 +521,12 @@ def tac_metrics(
         Rows ``metric, correction, value, unit, method`` with metrics
         ``cmax, tmax_h, auc`` (decay-corrected) / ``tia`` (physical),
         ``auc_observed`` / ``tia_observed``, ``tail_fraction``, ``mrt_h``,
-        ``auc_fit`` / ``tia_fit`` (analytic integral of the chosen model),
-        ``t_eff_h`` (physical), ``t_bio_h`` (decay-corrected fit),
-        ``t_bio_h_from_t_eff`` (relation) and ``terminal_rate_per_h``.
+        ``auc_fit`` / ``tia_fit`` (analytic integral of the chosen model;
+        NaN when the fit may not be extrapolated), ``fit_r_squared``,
+        ``terminal_points`` (points behind the terminal rate),
+        ``terminal_rate_per_h``, ``t_eff_h`` (physical), ``t_bio_h``
+        (decay-corrected) and ``t_bio_h_from_t_eff`` (relation).
+        ``terminal`` holds the :class:`TerminalRate` of each correction.
     """
     t = np.asarray(time_h, dtype=float).ravel()
     y = np.asarray(values, dtype=float).ravel()
@@ -396,6 +539,7 @@ def tac_metrics(
               "physical": (y / fac, None if sig is None else sig / fac) if decay_corrected else (y, sig)}
     rows: list[dict] = []
     sels: dict[str, ModelSelection] = {}
+    terms: dict[str, TerminalRate] = {}
     area_unit = f"{unit}*h" if unit else "h"
 
     def add(metric, corr, value, u, method):
@@ -403,53 +547,63 @@ def tac_metrics(
 
     for corr, (yc, sc) in curves.items():
         dc = corr == "decay_corrected"
+        lo = 0.0 if dc else lam
         sel = fit_models(t, yc, models, sigma=sc, weighting=weighting, decay_corrected=dc, half_life_h=half_life_h)
         sels[corr] = sel
         best = sel.best
+        term = terminal_rate(t, yc, sel, rate_lower_bound_per_h=lo)
+        terms[corr] = term
         cmax, tmax = peak(t, yc)
         add("cmax", corr, cmax, unit, "observed maximum")
         add("tmax_h", corr, tmax, "h", "time of the observed maximum")
         fit_txt = (f"{best.model} fit ({sel.criterion}-selected among {', '.join(models)}; "
                    f"{best.weighting} weights)") if best else "no converged fit"
-        k_term = best.terminal_rate_per_h if best else math.nan
+        k_term = term.rate_per_h
+        k_txt = f"terminal rate from the {fit_txt}" if term.source == "fit" else f"terminal rate: {term.method}"
         name = "auc" if dc else "tia"
         if tail == "none":
             integ = integrate_tac(t, yc, start=start, tail="none", rule=rule, unit=area_unit)
+        elif tail not in ("terminal", "physical"):
+            raise ValueError(f"tail must be 'terminal', 'physical' or 'none', got {tail!r}")
         elif dc:
             integ = integrate_tac(t, yc, start=start, tail="terminal", rate_per_h=k_term, rule=rule,
                                   unit=area_unit)
-            integ.method += f" of the {fit_txt}"
+            integ.method += f"; {k_txt}"
         elif tail == "physical" or not np.isfinite(k_term):
             integ = integrate_tac(t, yc, start=start, tail="physical", half_life_h=half_life_h, rule=rule,
                                   unit=area_unit)
             if tail != "physical":
-                integ.method += " (fallback: no converged fit for a terminal rate)"
-        elif tail == "terminal":
+                integ.method += f" (fallback, an upper bound: {term.method})"
+        else:
             integ = integrate_tac(t, yc, start=start, tail="terminal", rate_per_h=k_term, rule=rule,
                                   unit=area_unit)
-            integ.method += f" of the {fit_txt}"
-        else:
-            raise ValueError(f"tail must be 'terminal', 'physical' or 'none', got {tail!r}")
+            integ.method += f"; {k_txt}"
         add(name, corr, integ.value, area_unit, integ.method)
         obs = integrate_tac(t, yc, start=start, tail="none", rule=rule)
         add(f"{name}_observed", corr, obs.value, area_unit, obs.method)
         add("tail_fraction", corr, integ.tail_fraction, "1", f"tail share of {name}: " + integ.method)
         add("mrt_h", corr, integ.mrt_h, "h", "AUMC/AUC, " + integ.method)
-        fi = integrate_fit(best, area_unit) if best else None
-        add(f"{name}_fit", corr, fi.value if fi else math.nan, area_unit,
-            fi.method if fi else "analytic integral of the fitted model: no converged fit")
-        add("terminal_rate_per_h", corr, k_term, "1/h", f"slowest rate of the {fit_txt}")
-        if dc:
-            add("t_bio_h", corr, effective_half_life_h(k_term) if best else math.nan, "h",
-                f"ln2 / terminal rate of the {fit_txt} to the decay-corrected curve")
+        issues = best.quality_issues() if best else ("no converged fit",)
+        if best and not issues:
+            fi = integrate_fit(best, area_unit)
+            add(f"{name}_fit", corr, fi.value, area_unit, fi.method)
         else:
-            t_eff = effective_half_life_h(k_term) if best else math.nan
-            add("t_eff_h", corr, t_eff, "h",
-                f"ln2 / terminal rate of the {fit_txt} to the physical curve (rates >= lambda_phys)")
+            add(f"{name}_fit", corr, math.nan, area_unit,
+                f"analytic integral of the {fit_txt}: not reported ({'; '.join(issues)})")
+        add("fit_r_squared", corr, best.r_squared if best else math.nan, "1",
+            f"unweighted R^2 of the {fit_txt}; " + ("fit may be extrapolated" if not issues else
+                                                   "not used for extrapolation: " + "; ".join(issues)))
+        add("terminal_points", corr, term.n_points, "1", f"points behind the {k_txt}")
+        add("terminal_rate_per_h", corr, k_term, "1/h", k_txt)
+        half = effective_half_life_h(k_term) if np.isfinite(k_term) else math.nan
+        if dc:
+            add("t_bio_h", corr, half, "h", f"ln2 / {k_txt} (decay-corrected curve)")
+        else:
+            add("t_eff_h", corr, half, "h", f"ln2 / {k_txt} (physical curve, rates >= lambda_phys)")
             add("t_bio_h_from_t_eff", corr,
-                biological_half_life_h(t_eff, half_life_h) if np.isfinite(t_eff) else math.nan, "h",
-                f"1/T_bio = 1/T_eff - 1/T_phys with T_phys = {half_life_h:g} h, T_eff from the physical fit")
-    return KineticSummary(rows, sels)
+                biological_half_life_h(half, half_life_h) if np.isfinite(half) else math.nan, "h",
+                f"1/T_bio = 1/T_eff - 1/T_phys with T_phys = {half_life_h:g} h, T_eff from the physical curve")
+    return KineticSummary(rows, sels, terms)
 
 
 @dataclass
@@ -497,7 +651,8 @@ def analyse_kinetics(
     hl = half_life_h if half_life_h is not None else half_life_from_table(table)
     if hl is None:
         raise ValueError("half_life_h is needed (not recorded in the table's metadata)")
-    df = table
+    df = table.copy(deep=False)
+    df.attrs = {}   # pandas deep-copies attrs on every selection; the half-life is already taken
     if kinds is not None and "kind" in df:
         df = df[df["kind"].isin(list(kinds))]
     if regions is not None:

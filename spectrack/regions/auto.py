@@ -1,0 +1,317 @@
+"""Automatic regions from CT (and SPECT) for the rat, NHP and human presets.
+
+:func:`segment_ct` labels one CT with the names of
+:mod:`spectrack.regions.vocabulary`; :func:`segment_study` does it on the
+reference time point of a study (its CT grid, or its SPECT grid when there is
+no CT). The steps, all in millimetres from the image geometry (LPS, head =
++z), so voxel size, slice direction and small rotations do not matter:
+
+1. **body** outline: above -500 HU, holes filled slice by slice, largest
+   component -> ``remainder`` for what nothing else claims;
+2. **spinal canal**: the fluid space enclosed by vertebral bone, traced slice
+   by slice into a smooth centreline from the sacrum to the skull base
+   (:func:`spectrack.regions.auto_canal.find_canal`); split into
+   ``canal_sacral`` / ``canal_lumbar`` / ``canal_thoracic`` /
+   ``canal_cervical`` at user-set arc lengths (``canal_boundaries_mm``) or at
+   the preset's fractions of canal length (the documented fallback; vertebrae
+   are not counted);
+3. **brain**: the space enclosed by bone, the foramen magnum plugged by the
+   canal; **skull**: bone around it; **vertebrae**: other bone near the canal;
+4. **organs** by CT density window and a position prior relative to the canal
+   (:data:`~spectrack.regions.auto_organs.PRIORS`): liver, kidneys (one per
+   side), bladder (fluid in the pelvis), stomach, thyroid, salivary glands;
+5. **injection site** (when SPECT is given): the hot spot just outside the
+   lumbar canal.
+
+Lymph nodes (soft-tissue density) are not segmented: they stay in
+``remainder``. CTs above ``max_voxels`` are segmented on a coarser grid.
+
+The label map's ``image.meta["auto_regions"]`` records the centreline, the
+level boundaries, what was found and any notes; the neuraxis profile
+(:mod:`spectrack.regions.neuraxis`) reuses the centreline.
+
+Examples
+--------
+>>> from spectrack.phantom import make_phantom
+>>> ph = make_phantom("rat", seed=3, times_h=[1.0], units="bqml", spect_shape=(30, 25, 88))
+>>> lab = segment_ct(ph.timepoints[0].ct, preset="rat")
+>>> sorted(lab.names.values())[:3]
+['bladder', 'brain', 'canal_cervical']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import InputError
+from ..geometry import Image
+from .auto_canal import View, close_mm, dilate_mm, find_canal, split_levels
+from .auto_organs import HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull, find_injection_site, pick_components
+from .labels import LabelMap
+from .vocabulary import CANAL_LEVELS, INDEX
+
+__all__ = ["segment_ct", "segment_study", "PRESETS", "PRIORS", "HU_WINDOWS"]
+
+#: Presets with priors.
+PRESETS = tuple(PRIORS)
+
+# a later entry wins where two overlap
+_PAINT_ORDER = ("remainder", "salivary_glands", "thyroid", "stomach", "liver", "kidneys", "bladder", "vertebrae",
+                "skull", "injection_site") + CANAL_LEVELS + ("brain",)
+
+
+def _in(a, name, windows):
+    lo, hi = windows[name]
+    return (a >= lo) & (a < hi)
+
+
+def _noise_hu(hu: np.ndarray, body: np.ndarray) -> float:
+    """Robust CT noise (HU): MAD of neighbour differences inside the body, edges excluded."""
+    inside = body[:, :, 1:] & body[:, :, :-1]
+    d = np.diff(hu, axis=2)[inside]
+    d = d[np.abs(d) < 100.0]
+    if d.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def _boundaries(canal_boundaries_mm, length_mm: float, fractions) -> tuple[list[float], str]:
+    if canal_boundaries_mm is None:
+        return [f * length_mm for f in fractions], "fractions of canal length " + \
+            "/".join(f"{f:.3f}" for f in fractions)
+    if isinstance(canal_boundaries_mm, dict):
+        try:
+            b = [float(canal_boundaries_mm[k]) for k in ("sacral_lumbar", "lumbar_thoracic", "thoracic_cervical")]
+        except KeyError:
+            raise InputError("canal_boundaries_mm as a mapping needs the keys sacral_lumbar, lumbar_thoracic and "
+                             "thoracic_cervical (mm along the centreline from its sacral end)") from None
+    else:
+        b = [float(v) for v in canal_boundaries_mm]
+    if len(b) != 3 or not all(np.isfinite(b)) or not (0 <= b[0] < b[1] < b[2]):
+        raise InputError(f"canal_boundaries_mm must be 3 increasing distances (mm) from the sacral end of the "
+                         f"canal centreline (sacral/lumbar, lumbar/thoracic, thoracic/cervical), got {b}")
+    return b, "given (mm along the centreline from its sacral end)"
+
+
+def _working_grid(ct: Image, max_voxels: int) -> Image | None:
+    """A coarser grid over the same field of view with at most ``max_voxels`` voxels, or None if not needed."""
+    n = np.asarray(ct.shape_ijk, float)
+    if n.prod() <= max_voxels:
+        return None
+    f = (n.prod() / max_voxels) ** (1.0 / 3.0)
+    m = np.maximum(np.floor(n / f), 1).astype(int)
+    sp = ct.spacing_mm * n / m
+    # same outer corners: voxel centres shifted by half the new voxel inward
+    origin = ct.index_to_world_mm(-0.5 + 0.5 * sp / ct.spacing_mm)
+    return Image(np.zeros(m[::-1], np.float32), origin, sp, ct.direction, units="HU")
+
+
+def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boundaries_mm=None,
+               hu_windows: dict | None = None, max_voxels: int = 24_000_000) -> LabelMap:
+    """Label a CT with the regions of the vocabulary.
+
+    Parameters
+    ----------
+    ct : Image
+        CT in Hounsfield units (any grid, any slice direction).
+    preset : {'rat', 'nhp', 'human'}
+        Species priors (:data:`PRIORS`).
+    spect : Image, optional
+        SPECT in the same frame of reference (any grid; resampled onto the
+        CT): gives the injection site.
+    canal_boundaries_mm : sequence of 3 float or dict, optional
+        Arc lengths (mm from the sacral end of the canal centreline) of the
+        sacral/lumbar, lumbar/thoracic and thoracic/cervical boundaries
+        (a dict uses the keys ``sacral_lumbar``, ``lumbar_thoracic``,
+        ``thoracic_cervical``). Default: the preset's fractions of canal length.
+    hu_windows : dict, optional
+        Replace entries of :data:`HU_WINDOWS`.
+    max_voxels : int
+        Larger CTs are segmented on a coarser grid over the same field of
+        view (linear interpolation) and the labels brought back to ``ct``'s
+        grid by nearest neighbour (memory and time; noted in the metadata).
+
+    Returns
+    -------
+    LabelMap
+        On ``ct``'s grid, ``source`` "automatic (<preset>)"; details in
+        ``labels.image.meta["auto_regions"]``.
+    """
+    if preset not in PRIORS:
+        raise InputError(f"unknown preset {preset!r} for automatic regions: choose one of {', '.join(PRIORS)}")
+    work = _working_grid(ct, max_voxels)
+    if work is not None:
+        from ..align.resample import resample_image
+
+        small = resample_image(ct, work, order=1, default_value=-1000.0)
+        lab = segment_ct(small, preset=preset, spect=spect, canal_boundaries_mm=canal_boundaries_mm,
+                         hu_windows=hu_windows, max_voxels=max_voxels)
+        meta = lab.image.meta["auto_regions"]
+        meta["notes"].append(f"segmented on a {'x'.join(str(v) for v in work.shape_ijk)} grid of "
+                             f"{'x'.join(f'{v:.3g}' for v in work.spacing_mm)} mm (CT above {max_voxels} voxels)")
+        out = lab.resampled_to(ct)
+        out.image.meta = {"auto_regions": meta}
+        return out
+    pri = PRIORS[preset]
+    win = dict(HU_WINDOWS, **(hu_windows or {}))
+    view = View(ct)
+    sp = view.spacing
+    px = float(max(sp))
+    hu = view.to_view(np.asarray(ct.array, np.float32))
+    notes: list[str] = []
+    found: dict = {}
+    masks: dict[str, np.ndarray] = {}
+
+    body = body_mask(hu, threshold_hu=win["body"][0])
+    if not body.any():
+        raise InputError("the CT holds no body (nothing above -500 HU): check that it is a CT in HU")
+    masks["remainder"] = body
+    bone = _in(hu, "bone", win) & body
+
+    # ---- canal and centreline
+    canal_r = pri["canal_radius_mm"] * 1.25
+    res = find_canal(ct, view.from_view(body), canal_radius_mm=canal_r, bone_hu=win["bone"][0],
+                     csf_hu=win["csf"], min_length_mm=0.3 * pri["canal_length_mm"])
+    notes += res.notes
+    canal_v = view.to_view(res.mask)
+    cl = res.centreline
+    meta: dict = {"preset": preset, "method": "spectrack.regions.auto.segment_ct", "notes": notes,
+                  "found": found, "hu_windows": {k: list(v) for k, v in win.items()}}
+    if cl is not None:
+        length = cl.length_mm
+        scale = float(np.clip(length / pri["canal_length_mm"], 0.5, 2.0))
+        b, how = _boundaries(canal_boundaries_mm, length, pri["level_fractions"])
+        for lvl, m in split_levels(res.mask, ct, cl, b).items():
+            masks[lvl] = view.to_view(m)
+        meta.update({"centreline": cl.to_json(), "canal_length_mm": length, "scale": scale,
+                     "canal_boundaries_mm": b, "canal_levels": how,
+                     "canal_level_ranges_mm": dict(zip(("canal_sacral", "canal_lumbar", "canal_thoracic",
+                                                        "canal_cervical"),
+                                                       zip([0.0] + b, b + [length])))})
+        frame = BodyFrame(cl)
+    else:
+        scale, frame = 1.0, None
+        notes.append("no spinal canal: no canal levels, vertebrae or position-based organs")
+
+    # ---- brain and skull (in the cranial part when the canal is known)
+    sl = slice(None)
+    head = None
+    if cl is not None:
+        ks = np.nonzero(canal_v.any(axis=(1, 2)))[0]
+        margin = int(np.ceil(0.12 * cl.length_mm / sp[0]))
+        kk = np.arange(hu.shape[0])
+        if view.up > 0:
+            sl = slice(max(int(ks[-1]) - margin, 0), None)
+            head = kk[sl] > ks[-1]
+        else:
+            sl = slice(0, int(ks[0]) + margin + 1)
+            head = kk[sl] < ks[0]
+        head = np.broadcast_to(head[:, None, None], bone[sl].shape)
+    brain = np.zeros(hu.shape, bool)
+    skull = np.zeros(hu.shape, bool)
+    b_, s_, note = brain_and_skull(bone[sl], canal_v[sl], sp, seal_mm=1.5 * canal_r * scale + px,
+                                   min_brain_ml=0.25 * pri["brain_ml"] * scale ** 3,
+                                   skull_mm=pri["skull_mm"] * scale, head=head)
+    brain[sl], skull[sl] = b_, s_
+    if note:
+        notes.append(note)
+    masks["brain"], masks["skull"] = brain, skull
+    found["brain_ml"] = float(brain.sum() * np.prod(sp) / 1000.0)
+    if cl is not None:
+        masks["vertebrae"] = bone & ~skull & dilate_mm(canal_v, pri["vertebra_reach_mm"] * scale, sp)
+
+    # ---- organs: density window + position prior
+    if frame is not None:
+        noise = _noise_hu(hu, body)
+        found["ct_noise_hu"] = noise
+        # on a noisy CT: median (edge-preserving) for large organs, a light Gaussian
+        # for small ones (a 3x3x3 median erases structures a few voxels across)
+        med = smooth = hu
+        if noise > 3.0:
+            bb = ndi.find_objects(body.astype(np.int8))[0]
+            med = np.full(hu.shape, -1000.0, np.float32)
+            med[bb] = ndi.median_filter(hu[bb], size=3)
+            smooth = ndi.gaussian_filter(hu, 0.7)
+        excl = dilate_mm(bone, 1.01 * px, sp) | canal_v | brain | ~body
+        vox_ml = float(np.prod(sp)) / 1000.0
+        min_ml = 1.5 * vox_ml
+        organ_defs = {"liver": ("liver", med, 1), "kidneys": ("kidneys", smooth, 1), "bladder": ("fluid", med, 1),
+                      "stomach": ("stomach", med, 1), "thyroid": ("thyroid", hu, 1),
+                      "salivary_glands": ("salivary_glands", smooth, 2)}
+        for name, (window, values, count) in organ_defs.items():
+            m, info = pick_components(_in(values, window, win) & ~excl, view, frame, pri["organs"][name], scale,
+                                      min_ml=min_ml, max_count=count)
+            if m.any():
+                if values is med and med is not hu:  # the median trims corners: regrow one voxel
+                    lo, hi = win[window]
+                    regrow = hu if min(hi, 1e4) - lo >= 4.0 * noise else smooth
+                    m |= dilate_mm(m, 1.01 * px, sp) & _in(regrow, window, win) & ~excl
+                m = ndi.binary_fill_holes(close_mm(m, 1.01 * px, sp) & body & ~excl)
+                masks[name] = m
+            found[name] = info
+            if not info:
+                notes.append(f"{name}: no CT component fits the {preset} prior")
+
+    # ---- injection site from SPECT
+    if spect is not None and cl is not None:
+        from ..align.resample import resample_image
+
+        sp_img = spect if spect.same_grid(ct) else resample_image(spect, ct, order=0)
+        spv = view.to_view(np.asarray(sp_img.array, np.float32))
+        b = meta["canal_boundaries_mm"]
+        s_rng = (b[0] - 0.25 * (b[1] - b[0]), b[1])
+        spect_px = float(np.max(spect.spacing_mm))
+        site, info = find_injection_site(spv, canal_v, view, cl, s_rng,
+                                         search_mm=2.5 * pri["canal_radius_mm"] * scale + 2 * spect_px,
+                                         canal_radius_mm=pri["canal_radius_mm"] * scale)
+        found["injection_site"] = info
+        if site.any():
+            masks["injection_site"] = site & body
+            for lvl in CANAL_LEVELS:
+                if lvl in masks:
+                    masks[lvl] &= ~site
+        else:
+            notes.append(info["note"])
+
+    out = np.zeros(hu.shape, np.int16)
+    for name in _PAINT_ORDER:
+        if name in masks:
+            out[masks[name] & body] = INDEX[name]
+    names = {INDEX[n]: n for n in _PAINT_ORDER if n in masks and np.any(out == INDEX[n])}
+    img = ct.with_array(view.from_view(out), units="label")
+    img.meta = {"auto_regions": meta}
+    return LabelMap(img, names, source=f"automatic ({preset})")
+
+
+def segment_study(study, *, preset: str, reference: int = 0, canal_boundaries_mm=None) -> LabelMap:
+    """Automatic regions of a study's reference time point.
+
+    Parameters
+    ----------
+    study : Study
+        A loaded study.
+    preset : {'rat', 'nhp', 'human'}
+        Species priors.
+    reference : int
+        Time point whose CT (and SPECT, for the injection site) is segmented.
+    canal_boundaries_mm : optional
+        See :func:`segment_ct`.
+
+    Returns
+    -------
+    LabelMap
+        On the reference CT grid; on the SPECT grid when the time point has
+        no CT (then only the body outline, the canal traced on the SPECT and
+        the injection site are labelled).
+    """
+    n = len(study.timepoints)
+    if not 0 <= reference < n:
+        raise InputError(f"reference time point {reference} is out of range (0..{n - 1})")
+    tp = study.timepoints[reference]
+    spect = tp.emission.image
+    if tp.ct is not None:
+        return segment_ct(tp.ct.image, preset=preset, spect=spect, canal_boundaries_mm=canal_boundaries_mm)
+    from .auto_spect import segment_spect
+
+    return segment_spect(spect, preset=preset, canal_boundaries_mm=canal_boundaries_mm)
