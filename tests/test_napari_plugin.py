@@ -6,6 +6,7 @@ Xvfb); skipped when napari is absent.
 
 import csv
 import os
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6"),
 ]
 
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+# screenshots go to a temporary folder; SPECTRACK_SCREENSHOTS=DIR keeps them (the README's come from docs/images)
+DOCS_IMAGES = Path(os.environ.get("SPECTRACK_SCREENSHOTS") or tempfile.mkdtemp(prefix="spectrack-shots-"))
 
 
 # ------------------------------------------------------------------ helpers
