@@ -59,7 +59,7 @@ def describe_study(study: Study) -> dict:
     """JSON-ready description of a loaded study: series, time points, metadata with sources."""
     return {
         "subject": study.subject,
-        "path": str(study.path),
+        "path": str(Path(study.path).resolve()) if study.path is not None else None,
         "timepoints": [
             {"index": tp.index,
              "acquisition_start": tp.acquisition_start.isoformat(sep=" ") if tp.acquisition_start else None,
@@ -166,6 +166,10 @@ def run_study(
         settings = Settings()
     elif isinstance(settings, dict):
         settings = settings_from_mapping(settings)
+    if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
+        import dataclasses
+
+        settings = dataclasses.replace(settings, labels=str(Path(settings.labels).resolve()))
 
     def step(stage, frac):
         if cancel is not None and cancel():
@@ -262,6 +266,14 @@ def run_study(
             fwhm = default_fwhm_mm(preset)
             kin_notes.append(f"PSF FWHM {fwhm} mm: default of preset {preset}")
         table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm)
+        for tpi, g in table.groupby("timepoint"):
+            regions_pvc = g.loc[g["kind"] == "region", "pct_id_pvc"].sum()
+            fov = g.loc[g["kind"] == "fov", "pct_id"].sum()
+            if fov > 0 and regions_pvc > 1.05 * fov:
+                study.warnings.append(
+                    f"time point {tpi}: recovery-corrected regions hold {regions_pvc:.1f} %ID, more than the field of "
+                    f"view ({fov:.1f} %ID): the PSF FWHM ({fwhm} mm) is probably larger than the images' "
+                    "reconstructed resolution")
     if settings.uncertainty_draws > 0:
         table = _add_intervals(table, study, details, settings, kin_notes)
 

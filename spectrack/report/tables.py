@@ -1,0 +1,128 @@
+"""Tables of the study report, computed from the region table, kinetics and provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import PurePath
+
+__all__ = ["MASS_BALANCE_TOL_PCT", "mass_balance", "ordered_rows", "kinetics_summary", "inputs_summary"]
+
+#: A time point is flagged when the regions plus outside_regions differ from the
+#: field of view by more than this percentage of the field of view.
+MASS_BALANCE_TOL_PCT = 0.5
+
+_KIND_ORDER = {"region": 0, "group": 1, "outside": 2, "fov": 3}
+
+
+def ordered_rows(table):
+    """Rows sorted by time point, then regions (label order), groups, outside, field of view."""
+    df = table.copy()
+    df["_k"] = df["kind"].astype(str).map(lambda k: _KIND_ORDER.get(k, 4)) if "kind" in df else 0
+    df["_l"] = df["label"] if "label" in df else 0
+    df = df.sort_values(["timepoint", "_k", "_l"], kind="stable")
+    return df.drop(columns=["_k", "_l"])
+
+
+def mass_balance(table):
+    """Mass balance per time point: do the regions and the outside add up to the field of view?
+
+    For each time point: ``regions_pct_id`` (sum of ``pct_id`` over rows of kind
+    ``region``; groups are sums of regions and left out), ``outside_pct_id``,
+    ``sum_pct_id`` (the two added), ``fov_pct_id``, ``discrepancy_pct_id``
+    (sum minus field of view, in %ID), ``discrepancy_pct_of_fov`` (its absolute
+    value as % of the field of view), ``regions_share_of_fov_pct`` (what the
+    regions cover: their share of the activity in the field of view), and
+    ``flag`` (discrepancy above :data:`MASS_BALANCE_TOL_PCT` % of the field of
+    view, or a row missing).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"timepoint": 0, "time_h": 1.0, "kind": ["region", "region", "outside", "fov"],
+    ...                   "region": ["a", "b", "outside_regions", "field_of_view"], "pct_id": [40.0, 30, 25, 95]})
+    >>> mb = mass_balance(t)
+    >>> float(mb.sum_pct_id[0]), float(mb.regions_share_of_fov_pct[0]), bool(mb.flag[0])
+    (95.0, 73.6842105263158, False)
+    """
+    import pandas as pd
+
+    rows = []
+    kind = table["kind"].astype(str)
+    for tp, d in table.groupby("timepoint", sort=True):
+        k = kind.loc[d.index]
+        reg = float(d.loc[k == "region", "pct_id"].astype(float).sum())
+        has_out = bool((k == "outside").any())
+        has_fov = bool((k == "fov").any())
+        out = float(d.loc[k == "outside", "pct_id"].astype(float).sum()) if has_out else math.nan
+        fov = float(d.loc[k == "fov", "pct_id"].astype(float).sum()) if has_fov else math.nan
+        total = reg + (out if has_out else 0.0)
+        disc = total - fov if has_fov else math.nan
+        rel = abs(disc) / abs(fov) * 100.0 if has_fov and fov != 0 else math.nan
+        share = reg / fov * 100.0 if has_fov and fov != 0 else math.nan
+        flag = (not has_out) or (not has_fov) or not (rel <= MASS_BALANCE_TOL_PCT)
+        rows.append({"timepoint": tp, "time_h": float(d["time_h"].astype(float).iloc[0]),
+                     "n_regions": int((k == "region").sum()), "regions_pct_id": reg, "outside_pct_id": out,
+                     "sum_pct_id": total, "fov_pct_id": fov, "discrepancy_pct_id": disc,
+                     "discrepancy_pct_of_fov": rel, "regions_share_of_fov_pct": share, "flag": bool(flag)})
+    return pd.DataFrame(rows, columns=["timepoint", "time_h", "n_regions", "regions_pct_id", "outside_pct_id",
+                                       "sum_pct_id", "fov_pct_id", "discrepancy_pct_id", "discrepancy_pct_of_fov",
+                                       "regions_share_of_fov_pct", "flag"])
+
+
+#: (metric, correction, column title) of the kinetics summary, %ID curves.
+SUMMARY_METRICS = (
+    ("cmax", "decay_corrected", "Cmax (%ID)"),
+    ("tmax_h", "decay_corrected", "Tmax (h)"),
+    ("auc", "decay_corrected", "AUC 0–∞ (%ID·h)"),
+    ("tail_fraction", "decay_corrected", "AUC tail share"),
+    ("mrt_h", "decay_corrected", "MRT (h)"),
+    ("t_bio_h", "decay_corrected", "T½ biological (h)"),
+    ("t_eff_h", "physical", "T½ effective (h)"),
+    ("tia", "physical", "TIA 0–∞ (%ID·h)"),
+)
+
+
+def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]:
+    """One dict per region: selected model and the key numbers of :data:`SUMMARY_METRICS`."""
+    if metrics is None or len(metrics) == 0:
+        return []
+    m = metrics[metrics["quantity"].astype(str) == quantity] if "quantity" in metrics else metrics
+    out = []
+    for region in dict.fromkeys(m["region"].astype(str)):
+        d = m[m["region"].astype(str) == region]
+        row: dict = {"region": region}
+        for metric, corr, title in SUMMARY_METRICS:
+            v = d[(d["metric"] == metric) & (d["correction"] == corr)]["value"]
+            row[title] = float(v.iloc[0]) if len(v) else math.nan
+        row["model"] = "—"
+        row["quality"] = ""
+        if fits is not None and len(fits):
+            from .figures import _selected_fit
+
+            f = _selected_fit(fits, region, quantity)
+            if f is not None:
+                row["model"] = f"{f.get('model')} ({f.get('criterion', '')})"
+                q = f.get("quality")
+                row["quality"] = "" if q is None or (isinstance(q, float) and math.isnan(q)) else str(q)
+        out.append(row)
+    return out
+
+
+def inputs_summary(inputs: dict) -> dict:
+    """Collapse ``{path: sha256}``: count, one combined digest, files per folder.
+
+    The combined digest is the SHA-256 of the sorted ``path<TAB>sha256`` lines,
+    so it changes when any input changes, is renamed, added or removed.
+    """
+    items = sorted((str(k), str(v)) for k, v in (inputs or {}).items())
+    h = hashlib.sha256()
+    for p, s in items:
+        h.update(f"{p}\t{s}\n".encode())
+    folders: dict[str, int] = {}
+    for p, _ in items:
+        parent = str(PurePath(p).parent)
+        folders[parent] = folders.get(parent, 0) + 1
+    return {"n_files": len(items), "combined_sha256": h.hexdigest() if items else None, "folders": folders,
+            "files": items}
+

@@ -1,0 +1,345 @@
+"""The study report: self-contained HTML, figures, mass balance, CLI regeneration."""
+
+import base64
+import io
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image as PILImage
+
+from spectrack.geometry import Image
+from spectrack.report import mass_balance, report_from_results, write_report
+from spectrack.report.figures import canonical, fit_curve, group_regions, mip_figure, tac_figure
+from spectrack.report.html import fmt, fmt_pct
+
+TIMES_H = (0.5, 2.0, 6.0, 24.0)
+
+
+@pytest.fixture(scope="module")
+def rat(tmp_path_factory):
+    """A rat phantom quantified by run_study, with intervals and kinetics, and its report."""
+    import spectrack
+    from spectrack.phantom import make_study
+
+    root = tmp_path_factory.mktemp("report")
+    truth = make_study(root / "study", preset="rat", times_h=TIMES_H, formats=("nifti",))
+    settings = {"labels": str(root / "study" / "labels.nii.gz"), "calibration": "sensitivity",
+                "sensitivity_cps_per_mbq": truth["sensitivity_cps_per_mbq"], "species": "rat",
+                "uncertainty_draws": 200, "report": False}
+    res = spectrack.run_study(root / "study" / "nifti", settings, out_dir=root / "out")
+    if "pct_id_lo" not in res.table:  # the pipeline did not add intervals: add them here
+        from spectrack.kinetics import add_pct_id_intervals
+
+        cpm = [1.0 / c["mbq_per_voxel_per_unit"] for c in res.metadata["calibration"]]
+        res.table = add_pct_id_intervals(res.table, [tp.emission.image for tp in res.study.timepoints],
+                                         res.labels, counts_per_mbq=cpm, n_draws=200)
+    if res.kinetics is None:
+        from spectrack.kinetics import analyse_kinetics
+
+        res.kinetics = analyse_kinetics(res.table, half_life_h=truth["half_life_h"])
+    for name, frame in (("regions.csv", res.table), ("kinetics.csv", res.kinetics.metrics),
+                        ("fits.csv", res.kinetics.fits)):
+        frame.to_csv(root / "out" / name, index=False, float_format="%.9g")
+    outputs = write_report(res, root / "out")
+    html = (root / "out" / "report.html").read_text(encoding="utf-8")
+    return {"root": root, "truth": truth, "result": res, "outputs": outputs, "html": html}
+
+
+def _png_ok(data: bytes, min_side=300):
+    im = PILImage.open(io.BytesIO(data))
+    im.verify()
+    im = PILImage.open(io.BytesIO(data))
+    assert im.format == "PNG"
+    w, h = im.size
+    assert min(w, h) >= min_side and max(w, h) <= 4000, im.size
+    return im.size
+
+
+def _section(html, anchor, next_anchor):
+    return html[html.index(f"id='{anchor}'"):html.index(f"id='{next_anchor}'")]
+
+
+# ---------------------------------------------------------------- outputs
+def test_outputs_and_pngs(rat):
+    out = rat["outputs"]
+    assert out["report.html"] == rat["root"] / "out" / "report.html"
+    figs = {k for k in out if k.startswith("figures/")}
+    assert {"figures/tac_cns.png", "figures/tac_organs.png", "figures/tac_pertechnetate.png",
+            "figures/mip.png"} <= figs
+    if rat["result"].profile is not None:  # the pipeline computed the neuraxis profile
+        assert "figures/profile.png" in figs
+    for k in figs:
+        data = out[k].read_bytes()
+        assert 5_000 < len(data) < 2_000_000, (k, len(data))
+        _png_ok(data)
+    assert not list((rat["root"] / "out" / "figures").glob(".tmp-*"))  # atomic writes left nothing behind
+
+
+def test_html_is_self_contained(rat):
+    html = rat["html"]
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", html, re.I)
+    assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
+    imgs = re.findall(r"""<img[^>]*src='([^']*)'""", html)
+    assert len(imgs) == len([k for k in rat["outputs"] if k.startswith("figures/")])
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        _png_ok(base64.b64decode(src.split(",", 1)[1]))
+
+
+def test_metadata_regions_and_provenance(rat):
+    html, truth, res = rat["html"], rat["truth"], rat["result"]
+    study = _section(html, "study", "summary")
+    assert f"{truth['injected_mbq']:g} MBq" in study
+    assert "6.0067 h" in study and "DDEP" in study           # half-life and its source
+    assert "Tc-99m" in study and "TracerRadionuclide" in study
+    assert truth["subject_id"] in study and ">rat<" in study
+    assert "sensitivity" in study and "Calibration per time point" in study
+    for region in res.table["region"].unique():
+        assert f">{region}<" in html, region
+    tp_section = html[html.index("id='timepoints'"):]
+    assert tp_section.count("<details open><summary>Time point") == len(TIMES_H)
+    # a %ID with its interval, as in the table
+    row = res.table[(res.table.region == "brain") & (res.table.timepoint == 0)].iloc[0]
+    assert f"{fmt_pct(row.pct_id)} [{fmt_pct(row.pct_id_lo)} – {fmt_pct(row.pct_id_hi)}]" in tp_section
+    prov = html[html.index("id='provenance'"):]
+    n_inputs = len(res.metadata["provenance"]["inputs_sha256"])
+    assert f"{n_inputs} input file(s)" in prov and "Combined SHA-256" in prov
+    assert "uncertainty_draws" in prov
+
+
+def test_kinetics_section(rat):
+    kin = _section(rat["html"], "kinetics", "mips")
+    metrics = rat["result"].kinetics.metrics
+    brain = metrics[(metrics.region == "brain") & (metrics.quantity == "pct_id") & (metrics.metric == "cmax")
+                    & (metrics.correction == "decay_corrected")]["value"].iloc[0]
+    assert f"<td>{fmt(brain, 4)}</td>" in kin
+    assert "brain: every metric and fit" in kin and "selected model" in kin
+
+
+# ---------------------------------------------------------------- mass balance
+def test_mass_balance_matches_table(rat):
+    t = rat["result"].table
+    mb = mass_balance(t)
+    bal = _section(rat["html"], "balance", "curves")
+    for tp, d in t.groupby("timepoint"):
+        regions = d.loc[d.kind == "region", "pct_id"].sum()
+        outside = d.loc[d.kind == "outside", "pct_id"].sum()
+        fov = d.loc[d.kind == "fov", "pct_id"].sum()
+        r = mb[mb.timepoint == tp].iloc[0]
+        assert r.sum_pct_id == pytest.approx(regions + outside, rel=1e-12)
+        assert r.fov_pct_id == pytest.approx(fov, rel=1e-12)
+        assert r.regions_share_of_fov_pct == pytest.approx(100 * regions / fov, rel=1e-12)
+        assert not r.flag
+        assert f"<td>{fmt_pct(regions + outside)}</td><td>{fmt_pct(fov)}</td>" in bal
+    assert "all time points balance" in bal
+
+
+def test_mass_balance_flags_discrepancy():
+    t = pd.DataFrame({"timepoint": [0] * 4 + [1] * 4, "time_h": [1.0] * 4 + [2.0] * 4,
+                      "kind": ["region", "region", "outside", "fov"] * 2,
+                      "region": ["a", "b", "outside_regions", "field_of_view"] * 2,
+                      "pct_id": [50.0, 30.0, 10.0, 90.0, 50.0, 30.0, 10.0, 89.0]})
+    mb = mass_balance(t)
+    assert mb.flag.tolist() == [False, True]
+    assert mb.discrepancy_pct_id[1] == pytest.approx(1.0)
+    assert mb.discrepancy_pct_of_fov[1] == pytest.approx(100 / 89)
+    # 0.4 % of the field of view is within tolerance, 0.6 % is not
+    t.loc[7, "pct_id"] = 90 / 1.004
+    assert not mass_balance(t).flag[1]
+    t.loc[7, "pct_id"] = 90 / 1.006
+    assert mass_balance(t).flag[1]
+    assert mass_balance(t[t.kind != "outside"]).flag.all()  # a missing row is flagged
+
+
+# ---------------------------------------------------------------- figures
+def test_canonical_orientation():
+    arr = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)  # [k, j, i]
+    # i runs to -x, j to +z (head), k to +y
+    d = np.array([[-1.0, 0, 0], [0, 0, 1], [0, 1, 0]])
+    img = Image(arr, origin_mm=(10, 20, 30), spacing_mm=(1, 2, 3), direction=d)
+    v = canonical(img)
+    assert v.array.shape == (3, 2, 4)  # (z, y, x)
+    assert v.spacing_mm.tolist() == [1, 3, 2]
+    assert v.first_mm.tolist() == [7, 20, 30]
+    # world point of every canonical voxel must be the world point of the original voxel
+    for (z, y, x) in [(0, 0, 0), (2, 1, 3), (1, 0, 2)]:
+        world = v.first_mm + v.spacing_mm * np.array([x, y, z])
+        i, j, k = np.round(img.world_to_index(world)).astype(int)
+        assert v.array[z, y, x] == arr[k, j, i]
+
+
+def test_mip_head_up_and_outlines():
+    arr = np.zeros((20, 6, 8), np.float32)       # z, y, x with identity direction
+    arr[17, 3, 4] = 5.0                           # hot spot near the head (high z)
+    lab = np.zeros(arr.shape, np.int16)
+    lab[15:19, 2:5, 3:6] = 1
+    img = Image(arr, spacing_mm=(2, 2, 2))
+    fig = mip_figure([canonical(img)], [canonical(img.with_array(lab))], titles=["t"], names={1: "brain"})
+    ax = fig.axes[0]
+    ext = ax.images[0].get_extent()
+    assert ax.images[0].origin == "lower" and ext[2] < ext[3]   # z increases upwards
+    proj = np.asarray(ax.images[0].get_array())
+    assert np.unravel_index(np.argmax(proj), proj.shape) == (17, 4)  # (z row, x column)
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_segments()) >= 1
+    _png_ok(__import__("spectrack.report.figures", fromlist=["figure_png"]).figure_png(fig), min_side=200)
+
+
+def test_fit_curve_and_log_axis(rat):
+    fits = rat["result"].kinetics.fits
+    row = fits[fits.selected & (fits.quantity == "pct_id") & (fits.correction == "decay_corrected")].iloc[0]
+    f = fit_curve(row.to_dict())
+    t = np.array([0.5, 3.0])
+    from spectrack.kinetics.fits import MODELS, model_function
+
+    p = {k: row[k] for k in MODELS[row.model].param_names}
+    assert np.allclose(f(t), model_function(row.model, p)(t))
+    assert fit_curve({"model": "mono", "A": float("nan"), "k": 1.0}) is None
+    groups = group_regions(rat["result"].table.region)
+    fig = tac_figure(rat["result"].table, groups["CNS and CSF"], fits=fits, log_y=True)
+    assert fig.axes[0].get_yscale() == "log"
+    # zeros only: the log axis is not asked for (no warning)
+    z = pd.DataFrame({"region": "a", "time_h": [1.0, 2.0], "pct_id": [0.0, 0.0], "kind": "region"})
+    tac_figure(z, ["a"], log_y=True)
+
+
+def test_region_groups():
+    g = group_regions(["liver", "brain", "thyroid", "field_of_view", "my_spleen", "Cord C1-C7", "cns"])
+    assert g["CNS and CSF"] == ["cns", "brain", "Cord C1-C7"]
+    assert g["Organs and body"] == ["liver", "my_spleen"]
+    assert g["Free pertechnetate checks"] == ["thyroid"] and g["Field of view"] == ["field_of_view"]
+
+
+# ---------------------------------------------------------------- regeneration
+def _copy_results(rat, dest):
+    dest.mkdir()
+    for n in ("regions.csv", "study.json", "kinetics.csv", "fits.csv"):
+        shutil.copy(rat["root"] / "out" / n, dest / n)
+    return dest
+
+
+def test_cli_report_in_process(rat, tmp_path, capsys):
+    from spectrack.cli import main
+
+    res = _copy_results(rat, tmp_path / "res")
+    assert main(["report", str(res), "--log-y"]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out
+    html = (res / "report.html").read_text(encoding="utf-8")
+    assert (res / "figures" / "mip.png").is_file() and "data:image/png;base64," in html
+    assert f"from the results in <code>{res}</code>" in html
+    for region in ("brain", "canal_lumbar", "liver", "thyroid"):
+        assert f">{region}<" in html
+    # errors: one line, documented exit code
+    assert main(["report", str(tmp_path / "nothing")]) == 3
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 3
+    assert "regions.csv is missing" in capsys.readouterr().err
+
+
+def test_report_without_inputs_omits_mips(rat, tmp_path):
+    res = _copy_results(rat, tmp_path / "res")
+    meta = json.loads((res / "study.json").read_text())
+    meta["study"]["path"] = str(tmp_path / "moved_away")
+    meta["provenance"]["parameters"]["labels"] = str(tmp_path / "moved_away" / "labels.nii.gz")
+    (res / "study.json").write_text(json.dumps(meta))
+    (res / "figures").mkdir()
+    (res / "figures" / "mip.png").write_bytes(b"stale")          # from an earlier report
+    (res / "figures" / "notes.png").write_bytes(b"not ours")
+    out = report_from_results(res)
+    assert "figures/mip.png" not in out
+    assert not (res / "figures" / "mip.png").exists()             # the stale projection is gone
+    assert (res / "figures" / "notes.png").exists()               # other files are left alone
+    html = out["report.html"].read_text(encoding="utf-8")
+    mips = _section(html, "mips", "profile")
+    assert "no longer there" in mips and "projections left out" in mips and "<img" not in mips
+    assert "figures/tac_cns.png" in out and "brain: every metric and fit" in html
+
+
+def test_report_without_kinetics_or_labels(rat, tmp_path):
+    res = _copy_results(rat, tmp_path / "res")
+    (res / "kinetics.csv").unlink()
+    (res / "fits.csv").unlink()
+    t = pd.read_csv(res / "regions.csv")
+    t[t.region.isin(["brain", "liver", "outside_regions", "field_of_view"])].to_csv(res / "regions.csv")
+    meta = json.loads((res / "study.json").read_text())
+    meta["provenance"]["parameters"]["labels"] = None
+    meta["kinetics_method"] = ["kinetics not fitted: 2 time point(s), at least 3 needed"]
+    (res / "study.json").write_text(json.dumps(meta))
+    out = report_from_results(res, out_dir=tmp_path / "rep")
+    assert out["report.html"] == tmp_path / "rep" / "report.html"
+    html = out["report.html"].read_text(encoding="utf-8")
+    assert "No kinetics: kinetics not fitted: 2 time point(s)" in html
+    assert "figures/mip.png" in out and "without region outlines" in html
+    # regions dropped from the table: the mass balance no longer adds up and says so
+    assert "time point(s) flagged" in _section(html, "balance", "curves")
+
+
+def test_profile_section(rat, tmp_path):
+    from spectrack.regions.neuraxis import profile_study
+    from spectrack.quantification.calibration import calibrate_study
+    from spectrack.quantification.parameters import resolve_parameters
+    from spectrack.report.core import _split_profile, report_data
+    from spectrack.report.figures import figure_png, profile_figure
+    from spectrack.report.html import render_html
+
+    res = rat["result"]
+    params = resolve_parameters(res.study)
+    cals = calibrate_study(res.study, params, method="sensitivity",
+                           sensitivity_cps_per_mbq=rat["truth"]["sensitivity_cps_per_mbq"])
+    prof = profile_study(res.study, res.labels, cals, params)
+    data = report_data(res)
+    data.profile, data.front = _split_profile(prof)               # the front is computed when absent
+    assert len(data.front) == len(TIMES_H)
+    png = figure_png(profile_figure(data.profile, front=data.front))
+    _png_ok(png)
+    html = render_html(data, {"profile.png": png}, {})
+    section = _section(html, "profile", "timepoints")
+    assert "Rostral tracer front" in section and "<img" in section
+    assert f"<td>{fmt(data.front.front_distance_mm.iloc[0], 4)}</td>" in section
+
+
+def test_run_study_writes_report(rat, tmp_path):
+    import spectrack
+
+    root = rat["root"]
+    settings = {"labels": str(root / "study" / "labels.nii.gz"), "calibration": "sensitivity",
+                "sensitivity_cps_per_mbq": rat["truth"]["sensitivity_cps_per_mbq"], "uncertainty_draws": 0}
+    res = spectrack.run_study(root / "study" / "nifti", settings, out_dir=tmp_path)
+    assert res.outputs["report.html"] == tmp_path / "report.html"
+    assert "figures/mip.png" in res.outputs and (tmp_path / "figures" / "mip.png").is_file()
+
+
+def test_number_formats():
+    assert fmt(None) == "—" and fmt(float("inf")) == "∞" and fmt(1234567.0) == "1.235e+06"
+    assert fmt(74.0) == "74" and fmt(6.0067, 6) == "6.0067"
+    assert fmt_pct(100.0) == "100.000" and fmt_pct(float("nan")) == "—"
+    assert math.isclose(float(fmt_pct(12.34567)), 12.346)
+
+
+def test_report_from_results_uses_registration_transforms(rat, tmp_path):
+    import spectrack
+    from spectrack.report.core import report_data, report_data_from_results
+
+    root = rat["root"]
+    settings = {"labels": str(root / "study" / "labels.nii.gz"), "calibration": "sensitivity",
+                "sensitivity_cps_per_mbq": rat["truth"]["sensitivity_cps_per_mbq"], "register": True,
+                "uncertainty_draws": 0, "report": False}
+    res = spectrack.run_study(root / "study" / "nifti", settings, out_dir=tmp_path)
+    if not (tmp_path / "transforms").is_dir():
+        pytest.skip("the pipeline does not save registration transforms")
+    again = report_data_from_results(tmp_path)
+    assert again.mip_note is None
+    run = report_data(res)
+    assert all(np.array_equal(a.array, b.array) for a, b in zip(again.label_volumes, run.label_volumes))
+    # without the transforms the outlines are drawn unregistered, and the report says so
+    shutil.rmtree(tmp_path / "transforms")
+    assert "without registration" in report_data_from_results(tmp_path).mip_note
+    from spectrack.report.html import render_html
+
+    assert "<h3>Registration</h3>" in render_html(run, {}, {})
