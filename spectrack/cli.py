@@ -101,7 +101,8 @@ def info(
 @app.command()
 def quantify(
     study: List[Path] = typer.Argument(..., help="Study folder (DICOM and/or NIfTI), study file, or NIfTI files."),
-    labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Label map (NIfTI; names in <stem>.tsv)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Regions: NIfTI label map (names in "
+                                          "<stem>.tsv), DICOM-SEG, RTSTRUCT or a TotalSegmentator folder."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
     config: Optional[Path] = typer.Option(None, "--config", help="Settings file (TOML/JSON); options override it."),
     calibration: Optional[str] = typer.Option(None, help="auto | image (Bq/mL) | sensitivity | fov."),

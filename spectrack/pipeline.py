@@ -184,18 +184,18 @@ def run_study(
     step("regions", 0.2)
     lab = labels if labels is not None else settings.labels
     if isinstance(lab, (str, Path)):
-        label_inputs.append(Path(lab))
-        stem_tsv = None
-        lab = read_label_map(lab)
-        src = Path(lab.source)
-        for ext in (".tsv", ".json"):
-            from .regions.labels import nifti_stem
+        from .regions.io import read_regions
+        from .regions.labels import nifti_stem
 
-            cand = src.with_name(nifti_stem(src) + ext)
-            if cand.exists():
-                stem_tsv = cand
-        if stem_tsv:
-            label_inputs.append(stem_tsv)
+        lab_path = Path(lab)
+        ref_tp = study.timepoints[min(max(settings.reference, 0), len(study.timepoints) - 1)]
+        ref_img = ref_tp.ct.image if ref_tp.ct is not None else ref_tp.emission.image
+        lab = read_regions(lab_path, reference=ref_img)
+        label_inputs += [p for p in lab_path.rglob("*") if p.is_file()] if lab_path.is_dir() else [lab_path]
+        for ext in (".tsv", ".json"):
+            cand = lab_path.with_name(nifti_stem(lab_path) + ext)
+            if lab_path.is_file() and cand.exists():
+                label_inputs.append(cand)
     if lab is None and settings.auto_regions:
         from .regions.auto import segment_study
 
