@@ -183,6 +183,10 @@ def run_study(
     label_inputs = []
     step("regions", 0.2)
     lab = labels if labels is not None else settings.labels
+    study_settings = getattr(study, "settings", {}) or {}
+    if lab is None and study_settings.get("labels") and study.path is not None:
+        base = Path(study.path)
+        lab = str((base.parent if base.is_file() else base) / study_settings["labels"])
     if isinstance(lab, (str, Path)):
         from .regions.io import read_regions
         from .regions.labels import nifti_stem

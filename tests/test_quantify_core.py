@@ -205,3 +205,29 @@ def test_times_on_command_line_for_bare_nifti(tmp_path):
     assert b.loc[0, "time_h"] == pytest.approx(4.0)
     # decay-corrected activity is constant when the physical one follows decay
     assert b.loc[1, "pct_id"] == pytest.approx(b.loc[0, "pct_id"], rel=1e-6)
+
+
+def test_study_file_with_times(tmp_path):
+    """A study.toml lists bare NIfTI volumes (no sidecars) with their times and the dose."""
+    g = _grid()
+    lm = _labels(g)
+    write_label_map(lm, tmp_path / "regions.nii.gz")
+    lines = ['subject = "rat07"', "injected_mbq = 10.0", 'injection_time = "2026-03-14T23:30:00"',
+             'radionuclide = "Tc-99m"', 'units = "counts"', 'labels = "regions.nii.gz"']
+    for n, t in enumerate([2.0, 30.0]):
+        arr = np.where(lm.image.array == 1, 1000.0 * math.exp(-LAM * t), 0.0).astype(np.float32)
+        _write(tmp_path / f"vol{n}.nii.gz", g.with_array(arr))
+        lines += ["[[timepoints]]", f'spect = "vol{n}.nii.gz"', f"time_h = {t}", "duration_s = 600"]
+    (tmp_path / "study.toml").write_text("\n".join(lines) + "\n")
+    st = load_study(tmp_path)  # finds study.toml in the folder
+    assert st.subject == "rat07"
+    assert [tp.acquisition_start for tp in st.timepoints] == [dt.datetime(2026, 3, 15, 1, 30),
+                                                            dt.datetime(2026, 3, 16, 5, 30)]
+    df = quantify(st, lm, sensitivity_cps_per_mbq=5.0)
+    b = df[df.region == "brain"].set_index("timepoint")
+    assert b.loc[1, "time_h"] == pytest.approx(30.0)
+    assert b.loc[1, "pct_id"] == pytest.approx(b.loc[0, "pct_id"], rel=1e-6)
+    iff = LAM * 600 / 3600 / (1 - math.exp(-LAM * 600 / 3600))
+    expected = 100 * 48 * 1000 / (5.0 * 600) * iff / 10.0  # counts / (S D) x in-frame, at injection
+    assert b.loc[0, "pct_id"] == pytest.approx(expected, rel=1e-6)
+    assert df.attrs["metadata"]["dose"]["injected_activity_mbq"]["source"] == "study file: injected_mbq"

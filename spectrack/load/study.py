@@ -146,6 +146,90 @@ def _nearest(emission: Series, cands: list[Series]) -> Series | None:
     return min(cands, key=lambda c: abs((c.acquisition_start or t) - t))
 
 
+#: Largest pause between the end of one bed and the start of the next of the same time point.
+BED_GAP = dt.timedelta(minutes=15)
+
+
+def _bed_groups(emissions: list[Series]) -> list[list[Series]]:
+    """Group consecutive emission series that are bed positions of one time point.
+
+    Beds follow each other within :data:`BED_GAP`, have the same modality,
+    orientation and voxel size, and cover different ranges along the slice
+    axis (two reconstructions of one acquisition, e.g. with and without
+    attenuation correction, cover the same range and are not beds).
+    """
+    import numpy as np
+
+    groups: list[list[Series]] = []
+    for s in emissions:
+        g = groups[-1] if groups else None
+        if g is not None:
+            last = g[-1]
+            end = last.acquisition_start + dt.timedelta(seconds=float(last.get("duration_s") or 0.0))
+            same_kind = (s.modality == last.modality and np.allclose(s.image.direction, last.image.direction, atol=1e-4)
+                         and np.allclose(s.image.spacing_mm, last.image.spacing_mm, rtol=1e-4)
+                         and s.get("units") == last.get("units"))
+            axis = last.image.direction[:, 2]
+            shift = abs(float(np.dot(s.image.origin_mm - last.image.origin_mm, axis)))
+            if same_kind and s.acquisition_start - end <= BED_GAP and shift > last.image.spacing_mm[2] and \
+                    all(abs(float(np.dot(s.image.origin_mm - b.image.origin_mm, axis))) > b.image.spacing_mm[2]
+                        for b in g):
+                g.append(s)
+                continue
+        groups.append([s])
+    return groups
+
+
+def _stitch_bed_groups(emissions: list[Series], warnings: list[str]) -> list[Series]:
+    """Stitch each group of bed positions into one emission series (see :func:`_bed_groups`)."""
+    out = []
+    for g in _bed_groups(emissions):
+        out.append(g[0] if len(g) == 1 else _stitch(g, warnings))
+    return out
+
+
+def _stitch(beds: list[Series], warnings: list[str]) -> Series:
+    from ..align.stitch import stitch_beds
+    from ..physics import NUCLIDES, in_frame_factor
+
+    first = beds[0]
+    hl = first.get("half_life_h")
+    if hl is None and first.get("radionuclide") in NUCLIDES:
+        hl = NUCLIDES[first.get("radionuclide")].half_life_h
+    if hl is None:
+        from ..errors import MissingMetadataError
+
+        raise MissingMetadataError("half-life to stitch bed positions", "RadionuclideHalfLife (0018,1075) / "
+                                   "RadionuclideCodeSequence", "a header with the radionuclide")
+    state = (first.get("decay_correction") or "NONE").upper()
+    units = first.get("units") or "counts"
+    d0 = float(first.get("duration_s") or 0.0)
+    images = []
+    for b in beds:
+        scale = 1.0
+        d = float(b.get("duration_s") or 0.0)
+        if state == "NONE" and d > 0 and d0 > 0 and abs(d - d0) > 1e-6:
+            # express every bed as if acquired for the first bed's duration
+            scale = float(in_frame_factor(d / 3600, hl) / in_frame_factor(d0 / 3600, hl))
+            if units == "counts":
+                scale *= d0 / d
+        images.append(b.image.with_array(b.image.array * scale) if scale != 1.0 else b.image)
+    if state == "ADMIN":
+        starts = [first.acquisition_start] * len(beds)  # already decay-corrected to injection
+    else:
+        starts = [b.acquisition_start for b in beds]
+    img = stitch_beds(images, starts, half_life_h=hl, reference_time=first.acquisition_start, overlap="average")
+    img.units = first.image.units
+    s = Series(image=img, modality=first.modality, meta=dict(first.meta), files=[f for b in beds for f in b.files])
+    s.set("beds", [{"series_uid": b.get("series_uid"), "acquisition_start": b.acquisition_start.isoformat(sep=" "),
+                    "duration_s": b.get("duration_s"), "description": b.describe()} for b in beds],
+          f"{len(beds)} bed positions stitched: each decayed to the first bed's start "
+          f"(half-life {hl:g} h), overlaps averaged")
+    warnings.append(f"{len(beds)} bed positions starting {first.acquisition_start:%Y-%m-%d %H:%M} stitched into one "
+                    "volume")
+    return s
+
+
 def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
     """Read a ``.toml`` or ``.json`` study file.
 
@@ -316,6 +400,7 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
                          "give the times with --times-h or a study file")
     _resolve_injection_dates(emissions, warnings)
     emissions.sort(key=lambda s: s.acquisition_start)
+    emissions = _stitch_bed_groups(emissions, warnings)
 
     # pair CTs
     timepoints = []
