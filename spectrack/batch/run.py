@@ -407,10 +407,11 @@ def run_batch(
 
     Examples
     --------
-    >>> from spectrack.batch import run_batch              # doctest: +SKIP
-    >>> s = run_batch("studies/", "out/", workers=2)         # doctest: +SKIP
-    >>> s.counts()                                         # doctest: +SKIP
-    {'done': 11, 'skipped': 0, 'failed': 1}
+    A run over a folder of studies (not executed here; see ``tests/test_batch.py``)::
+
+        from spectrack.batch import run_batch
+        summary = run_batch("studies/", "out/", workers=2)
+        summary.counts()    # {'done': 11, 'skipped': 0, 'failed': 1}
     """
     t0 = time.perf_counter()
     out = Path(out_dir)

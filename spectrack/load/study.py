@@ -343,9 +343,10 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
 
     Examples
     --------
-    >>> from spectrack import load_study                 # doctest: +SKIP
-    >>> study = load_study("sample_data/nhp_study/dicom")  # doctest: +SKIP
-    >>> [tp.acquisition_start for tp in study.timepoints]  # doctest: +SKIP
+    >>> from spectrack.phantom.sample import sample_study
+    >>> study = load_study(sample_study()["path"])
+    >>> [f"{tp.acquisition_start:%d %H:%M}" for tp in study.timepoints]
+    ['14 22:10', '14 22:40', '14 23:40', '15 01:40', '15 03:40', '15 21:40']
     """
     settings: dict = {}
     warnings: list[str] = []
