@@ -92,7 +92,8 @@ def info(
                 if k == "pair_with":
                     continue
                 val = v.value
-                val = val.isoformat(sep=" ") if hasattr(val, "isoformat") and not isinstance(val, str) else val
+                if hasattr(val, "isoformat") and not isinstance(val, str):  # datetime, date or time of day
+                    val = val.isoformat(sep=" ") if hasattr(val, "date") and hasattr(val, "time") else val.isoformat()
                 t.add_row(k, str(val), v.source)
             con.print(t)
     _warn(st.warnings)

@@ -30,14 +30,28 @@ Besides :data:`~spectrack.load.model.META_KEYS`, the readers may fill
 layer chooses the date), ``decay_factor_per_slice`` and
 ``frame_reference_time_s_per_slice`` (slice series), ``dose_calibration_factor``,
 ``radionuclide_code`` (an unrecognised code), ``gates_summed``, ``geometry``
-(where position, orientation and spacing came from) and ``load_warnings``
-(what the reader noted; :func:`load_dicom_folder` returns them too).
+(where position, orientation and spacing came from), ``injection_timezone_offset``
+(the UTC offset suffix of ``RadiopharmaceuticalStartDateTime``) and
+``load_warnings`` (what the reader noted; :func:`load_dicom_folder` returns
+them too).
+
+Bad input never gives a traceback: a malformed geometry or pixel tag raises
+:class:`~spectrack.errors.InputError` naming the file and the tag; a
+malformed optional tag (times, dose, duration, units, sequences) becomes a
+warning and the value stays absent; an unreadable or truncated file is
+skipped with a warning. Declared pixel data above 8 GiB, or larger than the
+file holds, is refused before anything is allocated. Pixel data is read
+straight from the file into numpy (pydicom defers it), so a folder's
+datasets never hold every file's pixels at once. Series whose times carry
+different UTC offsets are brought onto one clock
+(:func:`normalise_timezones`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 import warnings
 from collections import defaultdict
@@ -59,6 +73,7 @@ __all__ = [
     "read_ct_series",
     "read_pet_series",
     "planar_counts",
+    "normalise_timezones",
     "SOP_CLASSES",
 ]
 
@@ -127,9 +142,13 @@ class _SkipSeries(InputError):
     """
 
 
-# string VRs parsed here from the raw bytes: pydicom's conversion (with
-# validation) of DS values dominates the load time of long slice series
+# VRs parsed here from the raw bytes: pydicom's conversion (with validation)
+# of each value dominates the load time of long slice series
 _FAST_VRS = frozenset({"DS", "IS", "DA", "TM", "DT"})
+# binary numbers: numpy dtype code
+_BINARY_VRS = {"US": "u2", "SS": "i2", "UL": "u4", "SL": "i4", "FL": "f4", "FD": "f8", "UV": "u8", "SV": "i8"}
+# text VRs whose values are plain ASCII in any character set unless they hold bytes >= 0x80 or ESC
+_ASCII_VRS = frozenset({"CS", "UI", "AS", "AE", "SH", "LO", "PN"})
 
 
 @lru_cache(maxsize=None)
@@ -140,11 +159,38 @@ def _tag_info(keyword: str) -> tuple[int | None, str | None]:
     return t, (dictionary_VR(t) if t is not None else None)
 
 
+def _from_raw(elem, vr: str | None, where: str, keyword: str):
+    """Value of a still-raw element with a VR read here; ``NotImplemented`` for the others."""
+    raw = elem.value
+    if not isinstance(raw, bytes) or not getattr(elem, "is_raw", False):
+        return NotImplemented
+    evr = elem.VR if elem.VR is not None else vr
+    if evr in _FAST_VRS or (evr in _ASCII_VRS and raw.isascii() and b"\x1b" not in raw):
+        text = raw.decode("latin-1").strip(" \x00")
+        if not text:
+            return None
+        parts = [p.strip().strip("\x00") for p in text.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    code = _BINARY_VRS.get(evr)
+    if code is not None:
+        if not raw:
+            return None
+        size = int(code[1])
+        if len(raw) % size:
+            raise InputError(f"{where}: {_tag(keyword)} is malformed ({len(raw)} bytes for {evr})")
+        vals = np.frombuffer(raw, dtype=("<" if elem.is_little_endian else ">") + code).tolist()
+        return vals[0] if len(vals) == 1 else vals
+    return NotImplemented
+
+
 def _raw(ds, keyword: str, where: str):
     """Value of ``keyword`` in ``ds``, ``None`` when absent or empty.
 
-    DS, IS, DA, TM and DT values come back as ``str`` (or a list of ``str``
-    when multi-valued), other VRs as pydicom gives them.
+    Still-raw DS, IS, DA, TM, DT and ASCII CS, UI, AS, AE, SH, LO, PN values
+    come back as ``str`` (a list of ``str`` when multi-valued), still-raw
+    US, SS, UL, SL, FL, FD values as Python numbers (a list when
+    multi-valued); other VRs and already converted elements as pydicom
+    gives them.
     """
     tag, vr = _tag_info(keyword)
     if tag is None:
@@ -153,16 +199,15 @@ def _raw(ds, keyword: str, where: str):
         elem = ds.get_item(tag)
         if elem is None:
             return None
-        raw = elem.value
-        if vr in _FAST_VRS and isinstance(raw, bytes) and (elem.VR is None or elem.VR in _FAST_VRS):
-            text = raw.decode("latin-1").strip(" \x00")
-            if not text:
-                return None
-            parts = [p.strip() for p in text.split("\\")]
-            return parts[0] if len(parts) == 1 else parts
+        v = _from_raw(elem, vr, where, keyword)
+        if v is not NotImplemented:
+            return v
         v = ds[tag].value
-    except (ValueError, TypeError, OverflowError, KeyError) as e:
-        raise InputError(f"{where}: {_tag(keyword)} is malformed ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom's conversion of corrupt bytes raises many types
+        msg = " ".join(str(e).split())[:120]
+        raise InputError(f"{where}: {_tag(keyword)} is malformed ({type(e).__name__}: {msg})") from None
     if v is None:
         return None
     if isinstance(v, (str, bytes)) and not v.strip():
@@ -181,6 +226,25 @@ def _text(ds, keyword: str, where: str) -> str | None:
         return None
     s = str(v).strip()
     return s or None
+
+
+def _safe_raw(ds, keyword: str):
+    """Like :func:`_raw`, ``None`` when malformed."""
+    try:
+        return _raw(ds, keyword, "file")
+    except InputError:
+        return None
+
+
+def _safe_text(ds, keyword: str) -> str:
+    """Text of ``keyword`` for labels and grouping: ``""`` when absent or malformed."""
+    try:
+        v = _raw(ds, keyword, "file")
+    except InputError:
+        return ""
+    if v is None:
+        return ""
+    return str(v).strip() if not isinstance(v, list) else "\\".join(str(x).strip() for x in v)
 
 
 def _as_list(v) -> list:
@@ -234,23 +298,45 @@ def _int(ds, keyword: str, where: str) -> int | None:
     return int(f)
 
 
-def _item0(ds, keyword: str):
+def _seq(ds, keyword: str, where: str = "file", warn: list[str] | None = None) -> list:
+    """Items of a sequence (``[]`` when absent or empty).
+
+    pydicom parses a sequence when it is first accessed; a malformed one
+    (bad item lengths, truncated items) is reported in ``warn`` and treated
+    as absent.
+    """
     try:
         seq = ds.get(keyword)
-    except (ValueError, TypeError):
-        return None
-    if not seq:
-        return None
-    try:
-        return seq[0]
-    except (IndexError, TypeError):
-        return None
+        return list(seq) if seq else []
+    except Exception as e:  # noqa: BLE001 - pydicom raises OSError, ValueError, struct.error... on corrupt items
+        if warn is not None:
+            warn.append(f"{where}: {_tag(keyword)} is malformed ({type(e).__name__}); ignored")
+        return []
+
+
+def _item0(ds, keyword: str, where: str = "file", warn: list[str] | None = None):
+    items = _seq(ds, keyword, where, warn)
+    return items[0] if items else None
 
 
 # ---------------------------------------------------------------- dates and times
 _DA_RE = re.compile(r"^(\d{4})[.\-]?(\d{2})[.\-]?(\d{2})$")
 _TM_RE = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.(\d+))?$")
 _DT_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})?(\d{2})?(?:\.(\d+))?([+-]\d{4})?$")
+# a UTC offset +HHMM / -HHMM (PS3.5: -1200 to +1400)
+_TZ_RE = re.compile(r"^[+-](?:0\d|1[0-4])[0-5]\d$")
+
+
+def _tz_minutes(text: str) -> int:
+    """Minutes east of UTC of a ``+HHMM``/``-HHMM`` offset.
+
+    Examples
+    --------
+    >>> _tz_minutes("+0130"), _tz_minutes("-0500")
+    (90, -300)
+    """
+    sign = -1 if text[0] == "-" else 1
+    return sign * (int(text[1:3]) * 60 + int(text[3:5]))
 
 
 def _parse_da(text: str) -> dt.date:
@@ -300,6 +386,8 @@ def _parse_dt(text: str) -> tuple[dt.datetime, str | None]:
     m = _DT_RE.match(str(text).strip())
     if not m:
         raise ValueError(f"{text!r} is not a DICOM date-time (YYYYMMDDHHMMSS)")
+    if m[8] and not _TZ_RE.match(m[8]):
+        raise ValueError(f"{text!r} has an impossible UTC offset {m[8]}")
     d = dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5] or 0), min(int(m[6] or 0), 59),
                     _micro(m[7]))
     if d.year < 1900:
@@ -335,6 +423,70 @@ def _start_of(ds, where: str, warn: list[str]) -> tuple[int, dt.datetime, str, s
 
 
 # ---------------------------------------------------------------- reading files
+# values above this size (pixel data) are left in the file by pydicom and read
+# straight into numpy when needed, so a folder's datasets do not hold every
+# file's pixels at once
+_DEFER_BYTES = 64 * 1024
+_PIXEL_TAGS = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009}
+
+
+def _deferred(ds, tag: int):
+    """The raw element of ``tag`` when pydicom left its value in the file, else ``None``."""
+    try:
+        elem = ds.get_item(tag, keep_deferred=True)
+    except TypeError:  # pydicom < 3: no keep_deferred; look in the element store
+        elem = getattr(ds, "_dict", {}).get(tag)
+    except (KeyError, ValueError):
+        return None
+    if elem is None or not getattr(elem, "is_raw", False) or elem.value is not None:
+        return None
+    if not elem.length or elem.length == 0xFFFFFFFF or elem.value_tell is None:
+        return None
+    if not isinstance(getattr(ds, "filename", None), (str, os.PathLike)):
+        return None
+    return elem
+
+
+def _converted(ds, tag: int, where: str):
+    """pydicom's value of ``tag``; a corrupt element (bad VR, bad length) raises InputError."""
+    try:
+        return ds[tag].value
+    except Exception as e:  # noqa: BLE001 - pydicom raises NotImplementedError, ValueError... on corrupt bytes
+        raise InputError(f"{where}: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is malformed "
+                         f"({type(e).__name__})") from None
+
+
+def _value_length(ds, tag: int) -> int:
+    """Bytes present of an element's value, without loading a value left in the file."""
+    elem = _deferred(ds, tag)
+    if elem is None:
+        return len(_converted(ds, tag, "file") or b"")
+    try:
+        size = os.path.getsize(ds.filename)
+    except OSError:
+        return 0
+    return max(0, min(int(elem.length), size - int(elem.value_tell)))
+
+
+def _value_bytes(ds, tag: int, nbytes: int, where: str):
+    """The first ``nbytes`` of an element's value (fewer if the file is short).
+
+    A value left in the file is read into a fresh numpy buffer, not into the
+    dataset, so it is freed with the array.
+    """
+    elem = _deferred(ds, tag)
+    if elem is None:
+        return _converted(ds, tag, where) or b""
+    buf = np.empty(max(0, min(int(nbytes), int(elem.length))), dtype=np.uint8)
+    try:
+        with open(ds.filename, "rb") as f:
+            f.seek(int(elem.value_tell))
+            got = f.readinto(buf)
+    except OSError as e:
+        raise InputError(f"{where}: cannot read the pixel data ({e.strerror or e})") from None
+    return buf[:got or 0]
+
+
 def _read_file(path: Path):
     """``(dataset, None)`` or ``(None, reason)``; never raises for a bad file."""
     import pydicom
@@ -342,7 +494,7 @@ def _read_file(path: Path):
 
     with _quiet():
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
         except InvalidDicomError:
             # files without the 128-byte preamble (old ACR-NEMA style) start with group 0008
             try:
@@ -353,13 +505,18 @@ def _read_file(path: Path):
             if head[:2] not in (b"\x08\x00", b"\x02\x00"):
                 return None, "not a DICOM file"
             try:
-                ds = pydicom.dcmread(path, force=True)
+                ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)
             except Exception as e:  # pydicom raises many types for corrupt data
                 return None, f"corrupt DICOM ({type(e).__name__})"
         except OSError as e:
             return None, f"unreadable ({e.strerror or e})"
         except Exception as e:  # truncated or corrupt: never a traceback
             return None, f"corrupt DICOM ({type(e).__name__}: {e})"
+        if _is_deflated(ds):  # offsets of a deflated data set are not file offsets: read it all now
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception as e:  # noqa: BLE001 - corrupt deflate stream
+                return None, f"corrupt DICOM ({type(e).__name__})"
         try:
             media = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if hasattr(ds, "file_meta") else ""
         except Exception:  # noqa: BLE001 - malformed file meta
@@ -372,14 +529,27 @@ def _read_file(path: Path):
     return ds, None
 
 
-def _transfer_syntax(ds):
+def _is_deflated(ds) -> bool:
+    try:
+        return str(ds.file_meta.get("TransferSyntaxUID", "")).strip("\x00 ") == "1.2.840.10008.1.2.1.99"
+    except Exception:  # noqa: BLE001 - no or malformed file meta
+        return False
+
+
+def _transfer_syntax(ds, where: str = "file"):
+    """The dataset's transfer syntax (implicit VR little endian when absent)."""
     from pydicom.uid import UID, ImplicitVRLittleEndian
 
     try:
         ts = ds.file_meta.get("TransferSyntaxUID")
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - no or malformed file meta
         ts = None
-    return UID(str(ts)) if ts else UID(ImplicitVRLittleEndian)
+    uid = UID(str(ts).strip("\x00 ")) if ts else UID(ImplicitVRLittleEndian)
+    try:
+        uid.is_compressed  # noqa: B018 - raises for a UID that is not a transfer syntax
+    except ValueError:
+        raise InputError(f"{where}: TransferSyntaxUID (0002,0010) {str(uid)!r} is not a transfer syntax") from None
+    return uid
 
 
 def _declared(ds, where: str) -> tuple[int, int, int, int, int]:
@@ -406,36 +576,40 @@ def _pixel_problem(ds) -> str | None:
         return None  # non-image objects are classified later
     try:
         frames, rows, cols, bits, spp = _declared(ds, "file")
+        compressed = _transfer_syntax(ds).is_compressed
     except InputError as e:
         return str(e).replace("file: ", "")
-    if "PixelData" in ds and not _transfer_syntax(ds).is_compressed and bits in (8, 16, 32, 64):
-        have = len(ds.PixelData or b"")
+    if "PixelData" in ds and not compressed and bits in (8, 16, 32, 64):
+        try:
+            have = _value_length(ds, _PIXEL_TAGS["PixelData"])
+        except InputError as e:
+            return str(e).replace("file: ", "")
         need = frames * rows * cols * spp * bits // 8
         if have < need:
             return f"truncated (pixel data {have} of {need} bytes)"
     return None
 
 
-def _stored_pixels(ds, where: str) -> np.ndarray:
+def _stored_pixels(ds, where: str, declared: tuple | None = None) -> np.ndarray:
     """Stored pixel values, shape (frames, rows, columns), without copying when possible."""
-    frames, rows, cols, bits, spp = _declared(ds, where)
+    frames, rows, cols, bits, spp = declared or _declared(ds, where)
     if spp != 1:
         raise _SkipSeries(f"{where}: colour image (SamplesPerPixel {spp}), not a quantitative volume")
     n = frames * rows * cols
     for kw, dtype in (("FloatPixelData", np.float32), ("DoubleFloatPixelData", np.float64)):
         if kw in ds:
-            raw = ds[kw].value
+            raw = _value_bytes(ds, _PIXEL_TAGS[kw], n * np.dtype(dtype).itemsize, where)
             if len(raw) < n * np.dtype(dtype).itemsize:
                 raise InputError(f"{where}: {kw} is truncated")
             return np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
     if "PixelData" not in ds:
         raise InputError(f"{where}: no PixelData (7FE0,0010)")
-    ts = _transfer_syntax(ds)
+    ts = _transfer_syntax(ds, where)
     signed = (_int(ds, "PixelRepresentation", where) or 0) == 1
     stored = _int(ds, "BitsStored", where) or bits
     if not ts.is_compressed and bits in (8, 16, 32):
         dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<" if ts.is_little_endian else ">")
-        raw = ds.PixelData
+        raw = _value_bytes(ds, _PIXEL_TAGS["PixelData"], n * dtype.itemsize, where)
         if len(raw) < n * dtype.itemsize:
             raise InputError(f"{where}: pixel data truncated ({len(raw)} of {n * dtype.itemsize} bytes)")
         arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
@@ -453,6 +627,9 @@ def _stored_pixels(ds, where: str) -> np.ndarray:
     except Exception as e:  # decoders raise many types
         raise _SkipSeries(f"{where}: cannot decode pixel data ({ts.name}: {type(e).__name__}); "
                           "install pylibjpeg or gdcm, or export uncompressed") from None
+    if arr.size != n:
+        raise InputError(f"{where}: decoded pixel data has {arr.size} values, the header declares "
+                         f"{frames}x{rows}x{cols}")
     return arr.reshape(frames, rows, cols)
 
 
@@ -475,12 +652,18 @@ def _where(path: Path | None, ds=None) -> str:
 
 
 def _kind(ds) -> str:
-    sop = str(ds.get("SOPClassUID", "") or "").strip()
+    try:
+        sop = _text(ds, "SOPClassUID", "file") or ""
+    except InputError:
+        sop = ""
     if sop in SOP_CLASSES:
         return SOP_CLASSES[sop]
     if sop:
         return f"other:{sop}"
-    mod = str(ds.get("Modality", "") or "").strip().upper()
+    try:
+        mod = (_text(ds, "Modality", "file") or "").upper()
+    except InputError:
+        mod = ""
     return mod if mod in _IMAGE_KINDS else "other:"
 
 
@@ -514,11 +697,7 @@ def _pixel_spacing(ds, where: str) -> tuple[float, float]:
 def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
     """How stored values become ``units``: slope, intercept, units and sources."""
     if kind != "CT":
-        seq = None
-        try:
-            seq = ds.get("RealWorldValueMappingSequence")
-        except (ValueError, TypeError):
-            seq = None
+        seq = _seq(ds, "RealWorldValueMappingSequence", where, warn)
         notes = []
         for item in seq or []:
             cs = _item0(item, "MeasurementUnitsCodeSequence")
@@ -586,16 +765,29 @@ def _set(meta: dict, key: str, value, source: str) -> None:
         meta[key] = Sourced(value, source)
 
 
+def _optional(fn, *args, what: str) -> None:
+    """Run a metadata reader; a malformed optional tag becomes a warning (``args[-1]``) and the value stays absent."""
+    try:
+        fn(*args)
+    except InputError as e:
+        args[-1].append(f"{e}; {what} not read from the header")
+
+
 def _common_meta(ds, modality: str, where: str, warn: list[str]) -> dict:
     meta: dict[str, Sourced] = {}
-    mod_text = _text(ds, "Modality", where)
+    mod_text = _safe_text(ds, "Modality")
     _set(meta, "modality", modality, _tag("Modality") if mod_text == modality else _tag("SOPClassUID"))
     for key, kw in (("patient_id", "PatientID"), ("patient_name", "PatientName"), ("study_uid", "StudyInstanceUID"),
                     ("series_uid", "SeriesInstanceUID"), ("series_description", "SeriesDescription"),
-                    ("frame_of_reference_uid", "FrameOfReferenceUID"), ("manufacturer", "Manufacturer"),
-                    ("timezone_offset", "TimezoneOffsetFromUTC")):
-        _set(meta, key, _text(ds, kw, where), _tag(kw))
-    it = [str(v).strip() for v in _as_list(_raw(ds, "ImageType", where))]
+                    ("frame_of_reference_uid", "FrameOfReferenceUID"), ("manufacturer", "Manufacturer")):
+        _set(meta, key, _safe_text(ds, kw) or None, _tag(kw))
+    tz = _safe_text(ds, "TimezoneOffsetFromUTC")
+    if tz:
+        if _TZ_RE.match(tz):
+            _set(meta, "timezone_offset", tz, _tag("TimezoneOffsetFromUTC"))
+        else:
+            warn.append(f"{where}: {_tag('TimezoneOffsetFromUTC')} {tz!r} is not +HHMM/-HHMM; ignored")
+    it = [str(v).strip() for v in _as_list(_safe_raw(ds, "ImageType"))]
     if it:
         _set(meta, "image_type", it, _tag("ImageType"))
     return meta
@@ -621,13 +813,13 @@ def _start_meta(meta: dict, datasets: list, where: str, warn: list[str]) -> None
 
 
 def _radiopharm_meta(ds, meta: dict, pet_iod: bool, where: str, warn: list[str]) -> None:
-    ri = _item0(ds, "RadiopharmaceuticalInformationSequence")
+    ri = _item0(ds, "RadiopharmaceuticalInformationSequence", where, warn)
     if ri is None:
         return
     seq = f"{_tag('RadiopharmaceuticalInformationSequence')}[0]"
     # radionuclide and half-life
     nuc = None
-    code = _item0(ri, "RadionuclideCodeSequence")
+    code = _item0(ri, "RadionuclideCodeSequence", where, warn)
     if code is not None:
         cv, scheme, meaning = (_text(code, k, where) for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"))
         nuc = nuclide_from_code(cv, meaning)
@@ -679,7 +871,11 @@ def _radiopharm_meta(ds, meta: dict, pet_iod: bool, where: str, warn: list[str])
     done = False
     if sdt is not None:
         try:
-            meta["injection_time"] = Sourced(_parse_dt(sdt)[0], _tag("RadiopharmaceuticalStartDateTime"))
+            when, off = _parse_dt(sdt)
+            meta["injection_time"] = Sourced(when, _tag("RadiopharmaceuticalStartDateTime"))
+            if off:
+                meta["injection_timezone_offset"] = Sourced(off, f"{_tag('RadiopharmaceuticalStartDateTime')} "
+                                                                 "offset suffix")
             done = True
         except ValueError as e:
             warn.append(f"{where}: RadiopharmaceuticalStartDateTime (0018,1078) not usable ({e})")
@@ -692,7 +888,7 @@ def _radiopharm_meta(ds, meta: dict, pet_iod: bool, where: str, warn: list[str])
     if tracer:
         _set(meta, "tracer", tracer, f"{seq}.{_tag('Radiopharmaceutical')}")
     else:
-        rc = _item0(ri, "RadiopharmaceuticalCodeSequence")
+        rc = _item0(ri, "RadiopharmaceuticalCodeSequence", where, warn)
         if rc is not None and _text(rc, "CodeMeaning", where):
             _set(meta, "tracer", _text(rc, "CodeMeaning", where),
                  f"{_tag('RadiopharmaceuticalCodeSequence')} CodeMeaning")
@@ -727,10 +923,7 @@ def _pet_style_meta(datasets: list, meta: dict, where: str, warn: list[str]) -> 
 
 def _nm_duration(ds, meta: dict, where: str, warn: list[str]) -> None:
     """duration_s = sum over rotations of ActualFrameDuration x NumberOfFramesInRotation."""
-    try:
-        seq = ds.get("RotationInformationSequence")
-    except (ValueError, TypeError):
-        seq = None
+    seq = _seq(ds, "RotationInformationSequence", where, warn)
     if not seq:
         afd = _float(ds, "ActualFrameDuration", where)
         warn.append(f"{where}: no RotationInformationSequence (0054,0052): acquisition duration unknown"
@@ -831,8 +1024,8 @@ def _read_nm(path: Path | None, ds) -> Series:
         warn.append(f"{where}: ImageType {itype} lacks RECON TOMO; read as a volume since "
                     "FrameIncrementPointer points to SliceVector")
 
-    frames, rows, cols, _, _ = _declared(ds, where)
-    stored = _stored_pixels(ds, where)
+    declared = _declared(ds, where)
+    frames, rows, cols, _, _ = declared
     vectors: dict[str, np.ndarray] = {}
     for kw in pointers:
         if kw.startswith("("):
@@ -857,29 +1050,40 @@ def _read_nm(path: Path | None, ds) -> Series:
             raise _SkipSeries(f"{where}: {distinct.size} values of {kw} in one reconstruction "
                               "(several volumes in one object) are not supported")
         gates = gates * (int(distinct.max()) + 1) + v
-    uniq_s, per_slice = np.unique(slices, return_counts=True)
-    if np.any(per_slice != per_slice[0]):
-        raise InputError(f"{where}: SliceVector (0054,0080) does not give every slice the same number of frames")
-    n_slices, n_gates = uniq_s.size, int(per_slice[0])
+    in_file_order = bool(np.array_equal(slices, np.arange(1, frames + 1)))
+    if in_file_order:  # the usual case: one frame per slice, in order
+        n_slices, n_gates = frames, 1
+    else:
+        uniq_s, per_slice = np.unique(slices, return_counts=True)
+        if np.any(per_slice != per_slice[0]):
+            raise InputError(f"{where}: SliceVector (0054,0080) does not give every slice the same number of "
+                             "frames")
+        n_slices, n_gates = uniq_s.size, int(per_slice[0])
     n_decl = _int(ds, "NumberOfSlices", where)
     if n_decl is not None and n_decl != n_slices:
         warn.append(f"{where}: NumberOfSlices {n_decl} but {n_slices} distinct SliceVector values")
-    order = np.lexsort((gates, slices))
+    order = np.arange(frames) if in_file_order else np.lexsort((gates, slices))
 
     mp = _value_mapping(ds, "NM", where, warn)
     if n_gates > 1 and mp["units"] != "counts":
         raise _SkipSeries(f"{where}: gated reconstruction with {n_gates} gates in {mp['units'] or 'unknown units'}: "
                           "summing gates is only meaningful for counts; export an ungated reconstruction")
-    vol = stored[order].reshape(n_slices, n_gates, rows, cols)
+    stored = _stored_pixels(ds, where, declared)
+    if in_file_order or np.array_equal(order, np.arange(frames)):
+        vol = stored.reshape(n_slices, n_gates, rows, cols)  # frames already in slice order: no copy
+    else:
+        vol = stored[order].reshape(n_slices, n_gates, rows, cols)
     if n_gates > 1:
         vol = vol.sum(axis=1, dtype=np.float64)
         warn.append(f"{where}: {n_gates} gates summed into one volume")
     else:
         vol = vol[:, 0]
     values = _apply(vol, mp["slope"], mp["intercept"], n_gates)
+    if _may_be_non_finite(stored.dtype, mp["slope"], mp["intercept"]):
+        _zero_non_finite(values, where, warn)
 
     # geometry
-    det = _item0(ds, "DetectorInformationSequence")
+    det = _item0(ds, "DetectorInformationSequence", where, warn)
     places = [(det, "DetectorInformationSequence[0]"), (ds, "top level")] if det is not None else [(ds, "top level")]
     ipp = iop = None
     ipp_src = iop_src = "default"
@@ -921,26 +1125,56 @@ def _read_nm(path: Path | None, ds) -> Series:
                                      f"{_tag('PixelSpacing')}, {step_src} {step:g} (sign kept)")
     meta["units"] = Sourced(mp["units"], mp["units_source"])
     meta["value_mapping"] = Sourced(mp["mapping"], mp["mapping_source"])
-    _start_meta(meta, [ds], where, warn)
-    _nm_duration(ds, meta, where, warn)
-    _radiopharm_meta(ds, meta, False, where, warn)
-    _pet_style_meta([ds], meta, where, warn)
+    _optional(_start_meta, meta, [ds], where, warn, what="acquisition time")
+    _optional(_nm_duration, ds, meta, where, warn, what="acquisition duration")
+    _optional(_radiopharm_meta, ds, meta, False, where, warn, what="radiopharmaceutical information")
+    _optional(_pet_style_meta, [ds], meta, where, warn, what="decay-correction information")
     if n_gates > 1:
         meta["gates_summed"] = Sourced(n_gates, "frames with the same SliceVector (0054,0080) summed")
     return _finish(Series(image=image, modality="NM", meta=meta, files=[path] if path else []), warn)
 
 
+def _may_be_non_finite(stored_dtype, slope, intercept) -> bool:
+    """True when stored values times slope plus intercept may be NaN or overflow float32."""
+    if np.dtype(stored_dtype).kind == "f":
+        return True
+    big = float(np.max(np.abs(slope))) * 2.0**32 + float(np.max(np.abs(intercept)))
+    return not big < 3.0e38
+
+
+def _zero_non_finite(values: np.ndarray, where: str, warn: list[str]) -> None:
+    """Set NaN and infinite voxels to 0 in place, with a warning."""
+    bad = ~np.isfinite(values)
+    n = int(np.count_nonzero(bad))
+    if n:
+        values[bad] = 0.0
+        warn.append(f"{where}: {n} voxels are not finite (NaN or infinite after rescaling): set to 0")
+
+
+def _rescale_in_place(values: np.ndarray, slope: float, intercept: float) -> None:
+    """values = values * slope + intercept in float32, in place (overflow gives infinities, no warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if slope != 1:
+            values *= np.float32(slope)
+        if intercept != 0:
+            values += np.float32(intercept)
+
+
 def _apply(stored: np.ndarray, slope, intercept, n_gates: int = 1) -> np.ndarray:
-    """float32 values = stored * slope + intercept (scalars or per-slice arrays), vectorised."""
-    out = stored.astype(np.float32, copy=True)
-    slope = np.asarray(slope, dtype=np.float64)
-    intercept = np.asarray(intercept, dtype=np.float64) * n_gates
-    if slope.ndim:
-        slope, intercept = slope[:, None, None], intercept[:, None, None]
-    if np.any(slope != 1):
-        out *= slope.astype(np.float32)
-    if np.any(intercept != 0):
-        out += intercept.astype(np.float32)
+    """float32 values = stored * slope + intercept (scalars or per-slice arrays), vectorised.
+
+    Overflow gives infinities (see :func:`_zero_non_finite`), not warnings.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = stored.astype(np.float32, copy=True)
+        slope = np.asarray(slope, dtype=np.float64)
+        intercept = np.asarray(intercept, dtype=np.float64) * n_gates
+        if slope.ndim:
+            slope, intercept = slope[:, None, None], intercept[:, None, None]
+        if np.any(slope != 1):
+            out *= slope.astype(np.float32)
+        if np.any(intercept != 0):
+            out += intercept.astype(np.float32)
     return out
 
 
@@ -1066,17 +1300,20 @@ def _read_stack(items: list, kind: str) -> Series:
     values = np.empty((n, rows, cols), dtype=np.float32)
     maps = []
     for k, (p, ds) in enumerate(items):
-        px = _stored_pixels(ds, _where(p, ds))
+        w = _where(p, ds)
+        px = _stored_pixels(ds, w)
         if px.shape[0] != 1:
-            raise _SkipSeries(f"{_where(p, ds)}: multi-frame file in a slice series")
-        m = _value_mapping(ds, kind, _where(p, ds), warn if k == 0 else [])
+            raise _SkipSeries(f"{w}: multi-frame file in a slice series")
+        m = _value_mapping(ds, kind, w, warn if k == 0 else [])
+        m["float"] = px.dtype.kind == "f"
         maps.append(m)
         dst = values[k]  # rescale slice by slice while it is in cache
-        np.copyto(dst, px[0], casting="unsafe")
-        if m["slope"] != 1:
-            dst *= np.float32(m["slope"])
-        if m["intercept"] != 0:
-            dst += np.float32(m["intercept"])
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(dst, px[0], casting="unsafe")
+        _rescale_in_place(dst, m["slope"], m["intercept"])
+    if any(_may_be_non_finite(np.dtype(np.float32) if m.get("float") else np.dtype(np.int32), m["slope"],
+                              m["intercept"]) for m in maps):
+        _zero_non_finite(values, where, warn)
     units = {m["units"] for m in maps}
     if len(units) != 1:
         raise InputError(f"{where}: slices are in different units {sorted(units)}")
@@ -1102,18 +1339,18 @@ def _read_stack(items: list, kind: str) -> Series:
         meta["value_mapping"] = Sourced(mp["mapping"], f"{names} of each slice (they differ slice by slice)")
     else:
         meta["value_mapping"] = Sourced(mp["mapping"], mp["mapping_source"])
-    _start_meta(meta, datasets, where, warn)
+    _optional(_start_meta, meta, datasets, where, warn, what="acquisition time")
     if kind == "PT":
-        _pet_duration(datasets, meta, where, warn)
-        _radiopharm_meta(ds0, meta, True, where, warn)
-        _pet_style_meta(datasets, meta, where, warn)
+        _optional(_pet_duration, datasets, meta, where, warn, what="acquisition duration")
+        _optional(_radiopharm_meta, ds0, meta, True, where, warn, what="radiopharmaceutical information")
+        _optional(_pet_style_meta, datasets, meta, where, warn, what="decay-correction information")
         nsl = _int(ds0, "NumberOfSlices", where)
         if nsl is not None and nsl != n:
             warn.append(f"{where}: NumberOfSlices (0054,0081) is {nsl} but {n} slices were found")
     elif kind == "NM":
-        _nm_duration(ds0, meta, where, warn)
-        _radiopharm_meta(ds0, meta, False, where, warn)
-        _pet_style_meta(datasets, meta, where, warn)
+        _optional(_nm_duration, ds0, meta, where, warn, what="acquisition duration")
+        _optional(_radiopharm_meta, ds0, meta, False, where, warn, what="radiopharmaceutical information")
+        _optional(_pet_style_meta, datasets, meta, where, warn, what="decay-correction information")
     return _finish(Series(image=image, modality=modality, meta=meta, files=[p for p, _ in items if p]), warn)
 
 
@@ -1151,7 +1388,7 @@ def _split_stack(items: list, kind: str) -> list[list]:
             iop = _floats(ds, "ImageOrientationPatient", 6, w, required=False)
         except InputError:
             iop = None
-        key = (_raw(ds, "Rows", w), _raw(ds, "Columns", w),
+        key = (_safe_text(ds, "Rows"), _safe_text(ds, "Columns"),
                None if iop is None else tuple(np.round(iop, 3)))
         groups[key].append((p, ds))
     out = []
@@ -1168,7 +1405,7 @@ def _split_stack(items: list, kind: str) -> list[list]:
         for kw in ("AcquisitionNumber", "TemporalPositionIdentifier", "FrameReferenceTime", "AcquisitionTime"):
             parts: dict = defaultdict(list)
             for (p, ds), z in zip(sub, pos):
-                parts[str(ds.get(kw, ""))].append(((p, ds), z))
+                parts[_safe_text(ds, kw)].append(((p, ds), z))
             if len(parts) > 1 and all(len({z for _, z in v}) == len(v) for v in parts.values()):
                 out += [[it for it, _ in v] for v in parts.values()]
                 break
@@ -1179,7 +1416,7 @@ def _split_stack(items: list, kind: str) -> list[list]:
 
 def _label(items: list, root: Path, kind: str) -> str:
     p, ds = items[0]
-    desc = str(ds.get("SeriesDescription", "") or "").strip()
+    desc = _safe_text(ds, "SeriesDescription")
     try:
         rel = str(p.relative_to(root)) if root.is_dir() else p.name
     except ValueError:
@@ -1245,9 +1482,9 @@ def load_dicom_folder(path) -> tuple[list[Series], list[str]]:
             continue
         n_dicom += 1
         with _quiet():
-            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+            uid = _safe_text(ds, "SeriesInstanceUID")
             kind = _kind(ds)
-        key = uid or f"(no SeriesInstanceUID) {kind} {ds.get('Rows', '')}x{ds.get('Columns', '')}"
+        key = uid or f"(no SeriesInstanceUID) {kind} {_safe_text(ds, 'Rows')}x{_safe_text(ds, 'Columns')}"
         groups[key].append((p, ds))
     if n_file_warn > _MAX_FILE_WARNINGS:
         warn.append(f"... and {n_file_warn - _MAX_FILE_WARNINGS} more files skipped")
@@ -1267,9 +1504,73 @@ def load_dicom_folder(path) -> tuple[list[Series], list[str]]:
     series = [s for _, s in found]
     if not series:
         detail = f"; {warn[0]}" if warn else ""
-        raise InputError(f"no usable image series in {root} ({n_dicom} DICOM files, "
-                         f"{n_file_warn} other files){detail}")
+        raise InputError(f"no usable image series in {root} ({n_dicom} DICOM files read, "
+                         f"{n_file_warn} files skipped){detail}")
+    normalise_timezones(series, warn)
     return series, warn
+
+
+def normalise_timezones(series: list[Series], warnings: list[str]) -> None:
+    """Bring times with different UTC offsets onto one clock, in place.
+
+    Times stay timezone-naive local times. When all series (and injection
+    date-times) carry the same ``TimezoneOffsetFromUTC`` (or none), nothing
+    changes. When they differ (a daylight-saving change between scans, a
+    scanner set to UTC), every ``acquisition_start``, ``injection_time`` and
+    ``injection_time_of_day`` is converted to the offset of the earliest scan
+    (compared in UTC), the source says so, and a warning is added. A time
+    without an offset among times with offsets is taken as being in that
+    reference offset (with a warning).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from spectrack.geometry import Image
+    >>> a = Series(Image(np.zeros((1, 1, 1))), "NM", {"acquisition_start": Sourced(dt.datetime(2026, 3, 29, 1, 30), "a"),
+    ...                                               "timezone_offset": Sourced("+0100", "t")})
+    >>> b = Series(Image(np.zeros((1, 1, 1))), "NM", {"acquisition_start": Sourced(dt.datetime(2026, 3, 29, 3, 30), "b"),
+    ...                                               "timezone_offset": Sourced("+0200", "t")})
+    >>> w = []
+    >>> normalise_timezones([a, b], w)
+    >>> b.acquisition_start - a.acquisition_start
+    datetime.timedelta(seconds=3600)
+    """
+    stamps = []
+    for s in series:
+        own = s.get("timezone_offset")
+        for key in ("acquisition_start", "injection_time", "injection_time_of_day"):
+            if s.get(key) is None:
+                continue
+            off = (s.get("injection_timezone_offset") or own) if key == "injection_time" else own
+            stamps.append((s, key, off if isinstance(off, str) and _TZ_RE.match(off) else None))
+    offsets = {off for _, _, off in stamps if off}
+    if len(offsets) <= 1:
+        return
+    acq = [(s.get(k) - dt.timedelta(minutes=_tz_minutes(off)), off) for s, k, off in stamps
+           if k == "acquisition_start" and off]
+    ref = min(acq)[1] if acq else sorted(offsets)[0]
+    unknown = 0
+    for s, key, off in stamps:
+        if off is None:
+            unknown += 1
+            continue
+        if off == ref:
+            continue
+        shift = dt.timedelta(minutes=_tz_minutes(ref) - _tz_minutes(off))
+        v = s.get(key)
+        if key == "injection_time_of_day":
+            v = (dt.datetime.combine(dt.date(2000, 1, 2), v) + shift).time()
+        else:
+            v = v + shift
+        s.meta[key] = Sourced(v, f"{s.source(key)}, converted from UTC{off} to UTC{ref}")
+    for s in series:
+        if s.get("timezone_offset") and s.get("timezone_offset") != ref:
+            s.set("timezone_offset", ref, f"times converted to UTC{ref} (header: UTC{s.get('timezone_offset')})")
+        s.meta.pop("injection_timezone_offset", None)
+    warnings.append(f"the series carry different UTC offsets ({', '.join(sorted(offsets))}, "
+                    "TimezoneOffsetFromUTC or date-time suffixes): all times were converted to "
+                    f"UTC{ref}, the offset of the first scan, before comparing them"
+                    + (f"; {unknown} time(s) without an offset were taken as UTC{ref}" if unknown else ""))
 
 
 def _load_group(kind: str, items: list, root: Path):
@@ -1301,7 +1602,7 @@ def _load_group(kind: str, items: list, root: Path):
                 return
         chunks = [("stack", c) for c in _split_stack(items, kind)]
     for how, chunk in chunks:
-        desc = str(chunk[0][1].get("SeriesDescription", "") or "").strip()
+        desc = _safe_text(chunk[0][1], "SeriesDescription")
         lab = f"{kind} series '{desc}'" if desc else f"{kind} series"
         try:
             if how == "nm":
@@ -1317,9 +1618,8 @@ def _load_group(kind: str, items: list, root: Path):
 
 def _int_or(ds, keyword: str) -> int | None:
     try:
-        v = ds.get(keyword)
-        return int(v) if v not in (None, "") else None
-    except (ValueError, TypeError):
+        return _int(ds, keyword, "file")
+    except InputError:
         return None
 
 
@@ -1377,8 +1677,8 @@ def planar_counts(path) -> dict:
         itype = _image_type(ds, where)
         v3 = itype[2] if len(itype) > 2 else ""
         duration, dsrc = None, ""
-        rot = ds.get("RotationInformationSequence")
-        phase = ds.get("PhaseInformationSequence")
+        rot = _seq(ds, "RotationInformationSequence", where, warn)
+        phase = _seq(ds, "PhaseInformationSequence", where, warn)
         if v3 in ("TOMO", "GATED TOMO", "RECON TOMO", "RECON GATED TOMO") and rot:
             m: dict = {}
             _nm_duration(ds, m, where, warn)
