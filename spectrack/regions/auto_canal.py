@@ -295,7 +295,7 @@ def find_canal(ct: Image, body: np.ndarray, *, canal_radius_mm: float, bone_hu: 
         notes.append("no fluid-density space enclosed by bone: no spinal canal")
         return empty
     idx = np.arange(1, n + 1)
-    area = ndi.sum_labels(np.ones(cand.shape), lab, idx) * sp[1] * sp[2]
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * sp[1] * sp[2]  # voxels per component
     com = np.array(ndi.center_of_mass(cand, lab, idx))  # view index (k, r, c)
     max_area = np.pi * (2.0 * canal_radius_mm + px) ** 2
     keep = area <= max_area

@@ -224,7 +224,7 @@ def pick_components(mask: np.ndarray, view: View, frame: BodyFrame, prior, scale
         return out, []
     idx = np.arange(1, n + 1)
     vox_ml = float(np.prod(view.spacing)) / 1000.0
-    vol = ndi.sum_labels(np.ones(mask.shape), lab, idx) * vox_ml
+    vol = np.bincount(lab.ravel(), minlength=n + 1)[1:] * vox_ml  # voxels per component
     com = np.array(ndi.center_of_mass(mask, lab, idx))
     tdy = frame.coords(view.world(com))
     fits = []
