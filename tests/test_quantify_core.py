@@ -231,3 +231,17 @@ def test_study_file_with_times(tmp_path):
     expected = 100 * 48 * 1000 / (5.0 * 600) * iff / 10.0  # counts / (S D) x in-frame, at injection
     assert b.loc[0, "pct_id"] == pytest.approx(expected, rel=1e-6)
     assert df.attrs["metadata"]["dose"]["injected_activity_mbq"]["source"] == "study file: injected_mbq"
+
+
+def test_label_map_declaring_4096_cubed_is_refused_before_allocation(tmp_path):
+    from spectrack.errors import InputError
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((4096, 4096, 4096))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_qform(np.eye(4), code=1)
+    hdr["vox_offset"] = 352
+    raw = hdr.binaryblock + b"\x00" * 4 + b"\x00" * 64  # header, extension flag, a few voxels
+    (tmp_path / "big_labels.nii").write_bytes(raw)
+    with pytest.raises(InputError, match="refusing to allocate|truncated"):
+        read_label_map(tmp_path / "big_labels.nii")

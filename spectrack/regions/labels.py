@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_nifti_affine, to_nifti_affine
 
-__all__ = ["LabelMap", "read_label_map", "write_label_map", "read_names", "nifti_stem"]
+__all__ = ["LabelMap", "read_label_map", "read_label_image", "write_label_map", "read_names", "nifti_stem"]
 
 
 @dataclass(eq=False)
@@ -130,6 +130,37 @@ def read_names(path: Path) -> dict[int, str]:
     return names
 
 
+def read_label_image(path, what: str = "label map") -> Image:
+    """Read a 3-D integer NIfTI (labels or a mask) onto the LPS grid.
+
+    The header is checked before any voxel is read: a declared size that
+    cannot be in the file or in memory is refused (see
+    :func:`spectrack.load.nifti.read_nifti_series`).
+    """
+    import nibabel as nib
+
+    from ..load.nifti import _check_header
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # nibabel raises many types for corrupt files
+        raise InputError(f"cannot read {what} {path} as NIfTI ({type(e).__name__}: {e})") from None
+    _check_header(img, path)
+    try:
+        arr = np.asanyarray(img.dataobj)
+    except Exception as e:  # truncated or corrupt voxel data
+        raise InputError(f"cannot read {what} {path} as NIfTI ({type(e).__name__}: {e})") from None
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise LabelError(f"{what} {path} has shape {arr.shape}: a 3-D integer image is needed")
+    try:
+        return from_nifti_affine(arr, img.affine, units="label")
+    except ValueError as e:
+        raise InputError(f"{what} {path}: {e}") from None
+
+
 def read_label_map(path, names=None) -> LabelMap:
     """Read a NIfTI label map and its names.
 
@@ -141,24 +172,10 @@ def read_label_map(path, names=None) -> LabelMap:
         Names as a mapping, or a TSV/JSON file; by default the sidecar
         ``<stem>.tsv`` or ``<stem>.json`` beside the image is used if present.
     """
-    import nibabel as nib
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"label map {path} does not exist: check the --labels path")
-    try:
-        img = nib.load(str(path))
-        arr = np.asanyarray(img.dataobj)
-    except Exception as e:  # nibabel raises many types for corrupt files
-        raise InputError(f"cannot read label map {path} as NIfTI ({type(e).__name__}: {e})") from None
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise LabelError(f"label map {path} has shape {arr.shape}: a 3-D integer image is needed")
-    try:
-        image = from_nifti_affine(arr, img.affine, units="label")
-    except ValueError as e:
-        raise InputError(f"label map {path}: {e}") from None
+    image = read_label_image(path)
     if names is None:
         stem = nifti_stem(path)
         for ext in (".tsv", ".json"):

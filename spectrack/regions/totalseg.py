@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LabelError
-from ..geometry import Image, from_nifti_affine
-from .labels import LabelMap, nifti_stem, read_names
+from ..geometry import Image
+from .labels import LabelMap, nifti_stem, read_label_image, read_names
 from .vocabulary import INDEX
 
 __all__ = ["read_totalsegmentator", "map_structure_name", "TOTALSEG_TO_SPECTRACK"]
@@ -83,21 +83,7 @@ def map_structure_name(name: str) -> str:
 
 
 def _load_nifti(path: Path) -> Image:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        arr = np.asanyarray(img.dataobj)
-    except Exception as e:  # nibabel raises many types for corrupt files
-        raise InputError(f"cannot read {path} as NIfTI ({type(e).__name__}: {e})") from None
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise LabelError(f"{path} has shape {arr.shape}: a 3-D mask is needed")
-    try:
-        return from_nifti_affine(arr, img.affine, units="label")
-    except ValueError as e:
-        raise InputError(f"{path}: {e}") from None
+    return read_label_image(path, what="mask")
 
 
 class _Crop:
