@@ -158,8 +158,8 @@ def run_study(
     """
     from .load import load_study
     from .provenance import provenance
-    from .quantification import quantify
-    from .regions.labels import LabelMap, read_label_map
+    from .quantification import TABLE_COLUMNS, quantify
+    from .regions.labels import LabelMap
     from .settings import settings_from_mapping
 
     if settings is None:
@@ -189,17 +189,17 @@ def run_study(
         lab = str((base.parent if base.is_file() else base) / study_settings["labels"])
     if isinstance(lab, (str, Path)):
         from .regions.io import read_regions
-        from .regions.labels import nifti_stem
+        from .regions.labels import names_sidecar
 
         lab_path = Path(lab)
         ref_tp = study.timepoints[min(max(settings.reference, 0), len(study.timepoints) - 1)]
         ref_img = ref_tp.ct.image if ref_tp.ct is not None else ref_tp.emission.image
         lab = read_regions(lab_path, reference=ref_img)
-        label_inputs += [p for p in lab_path.rglob("*") if p.is_file()] if lab_path.is_dir() else [lab_path]
-        for ext in (".tsv", ".json"):
-            cand = lab_path.with_name(nifti_stem(lab_path) + ext)
-            if lab_path.is_file() and cand.exists():
-                label_inputs.append(cand)
+        if lab_path.is_dir():
+            label_inputs += [p for p in lab_path.rglob("*") if p.is_file()]
+        else:
+            sidecar = names_sidecar(lab_path)
+            label_inputs += [lab_path] + ([sidecar] if sidecar else [])
     if lab is None and settings.auto_regions:
         from .regions.auto import segment_study
 
@@ -319,7 +319,7 @@ def run_study(
         "neuraxis_warnings": neuraxis_warnings,
         "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
         else None,
-        "columns": __import__("spectrack.quantification.core", fromlist=["TABLE_COLUMNS"]).TABLE_COLUMNS,
+        "columns": TABLE_COLUMNS,
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from ..errors import InconsistentInputError, InputError
-from .model import Series, Sourced, Study, TimePoint
+from .model import Series, Study, TimePoint
 from .nifti import (find_nifti_files, is_label_file, parse_datetime, read_nifti_series, read_scans_tsv)
 
 __all__ = ["load_study", "load_series", "read_study_file", "NOMINAL_DATE"]

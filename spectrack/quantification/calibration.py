@@ -18,6 +18,7 @@ Three routes (``REFERENCE.md`` section 2):
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +99,7 @@ def _bqml(tp: TimePoint, p: DoseParameters, duration_s: float | None) -> Calibra
     elif state == "TIME":
         ref_s = em.get("decay_correction_time_s")
         inj_rel = (em.get("injection_time") or p.injection_time.value)
-        ref = inj_rel + __import__("datetime").timedelta(seconds=float(ref_s))
+        ref = inj_rel + dt.timedelta(seconds=float(ref_s))
         dt_h = (start - ref).total_seconds() / 3600.0
         tf = float(decay_factor(-dt_h, hl))
         notes.append("values refer to ImageDecayCorrectionTime: decayed to the scan start")

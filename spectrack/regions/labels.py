@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_nifti_affine, to_nifti_affine
 
-__all__ = ["LabelMap", "read_label_map", "read_label_image", "write_label_map", "read_names", "nifti_stem"]
+__all__ = ["LabelMap", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem"]
 
 
 @dataclass(eq=False)
@@ -89,6 +89,16 @@ def nifti_stem(path: Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(path).stem
+
+
+def names_sidecar(path) -> Path | None:
+    """The names file beside a NIfTI label map: ``<stem>.tsv``, else ``<stem>.json``, else ``None``."""
+    path = Path(path)
+    for ext in (".tsv", ".json"):
+        cand = path.with_name(nifti_stem(path) + ext)
+        if cand.exists():
+            return cand
+    return None
 
 
 def read_names(path: Path) -> dict[int, str]:
@@ -177,12 +187,7 @@ def read_label_map(path, names=None) -> LabelMap:
         raise InputError(f"label map {path} does not exist: check the --labels path")
     image = read_label_image(path)
     if names is None:
-        stem = nifti_stem(path)
-        for ext in (".tsv", ".json"):
-            cand = path.with_name(stem + ext)
-            if cand.exists():
-                names = cand
-                break
+        names = names_sidecar(path)
     if isinstance(names, (str, Path)):
         names = read_names(Path(names))
     return LabelMap(image, dict(names or {}), source=str(path))

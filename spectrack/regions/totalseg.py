@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..geometry import Image
-from .labels import LabelMap, nifti_stem, read_label_image, read_names
+from .labels import LabelMap, names_sidecar, nifti_stem, read_label_image, read_names
 from .vocabulary import INDEX
 
 __all__ = ["read_totalsegmentator", "map_structure_name", "TOTALSEG_TO_SPECTRACK"]
@@ -228,12 +228,7 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
     else:
         img = _load_nifti(path)
         if names is None:
-            stem = nifti_stem(path)
-            for ext in (".tsv", ".json"):
-                cand = path.with_name(stem + ext)
-                if cand.exists():
-                    names = cand
-                    break
+            names = names_sidecar(path)
         if names is None:
             raise LabelError(f"multilabel TotalSegmentator file {path} needs its class names: give "
                              "names= (a TSV 'index<TAB>name' or JSON) or put <stem>.tsv beside it")
