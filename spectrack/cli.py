@@ -121,8 +121,9 @@ def quantify(
     subject: Optional[str] = typer.Option(None, help="Subject identifier."),
     register: Optional[bool] = typer.Option(None, "--register/--no-register", help="Register time points to the reference CT."),
     reference: Optional[int] = typer.Option(None, help="Reference time point for registration (labels live there)."),
-    label_resampling: Optional[str] = typer.Option(None, help="Labels through registration: nearest (default) | "
-                                                   "vote (linear interpolation of each region, largest wins)."),
+    label_resampling: Optional[str] = typer.Option(None, help="Labels through registration: linear (default: "
+                                                   "each region interpolated linearly, largest wins; alias vote) | "
+                                                   "nearest | gaussian."),
     auto_regions: Optional[str] = typer.Option(None, help="Automatic regions: rat | nhp | human."),
     canal_boundaries_mm: Optional[str] = typer.Option(None, help="Canal level boundaries, 3 distances (mm) along "
                                                       "the canal from its sacral end, comma-separated."),

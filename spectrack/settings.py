@@ -44,7 +44,8 @@ class Settings:
     dose_mg: float | None = None
     register: bool = False
     reference: int = 0
-    label_resampling: str = "nearest"
+    # labels carried through registration: see spectrack.align.resample.resample_labels ("vote" = "linear")
+    label_resampling: str = "linear"
     auto_regions: str | None = None
     canal_boundaries_mm: list[float] | None = None
     neuraxis_margin_mm: float = 0.0
@@ -71,7 +72,7 @@ class Settings:
 _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "species": (None, "rat", "nhp", "human", "mouse"),
             "auto_regions": (None, "rat", "nhp", "human"),
-            "label_resampling": ("nearest", "vote")}
+            "label_resampling": ("linear", "nearest", "gaussian", "vote")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
 _NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
 

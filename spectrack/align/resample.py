@@ -6,22 +6,16 @@ import numpy as np
 
 from ..geometry import Image, from_sitk, to_sitk
 
-__all__ = ["resample_labels", "resample_image"]
+__all__ = ["resample_labels", "resample_image", "LABEL_METHODS"]
+
+
+#: ``method`` of :func:`resample_labels` -> SimpleITK interpolator name ("vote" is the former name of "linear").
+LABEL_METHODS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLabelLinear", "vote": "sitkLabelLinear",
+                 "gaussian": "sitkLabelGaussian"}
 
 
 def resample_labels(labels: Image, reference: Image, transform=None, *, method: str = "nearest") -> Image:
     """Resample an integer label image onto ``reference``.
-
-    ``method="nearest"`` (default) takes the label of the nearest source
-    voxel. ``method="vote"`` interpolates each region's indicator linearly
-    and gives each output voxel the region with the largest value (0 where
-    background wins): boundaries then fall between source voxel centres
-    instead of snapping to them, which matters when labels are carried
-    through a rotation onto a grid whose voxel centres do not coincide with
-    the source's (with a CT 3x finer than the SPECT, nearest neighbour loses
-    about 2 % of a monkey brain's activity at its boundary; the vote about
-    0.5 %). Both give the same answer where output centres coincide with
-    source centres.
 
     Parameters
     ----------
@@ -32,44 +26,76 @@ def resample_labels(labels: Image, reference: Image, transform=None, *, method: 
     transform : SimpleITK.Transform, optional
         Maps points of ``reference`` space to ``labels`` space (ITK convention).
         Identity when omitted.
+    method : {"nearest", "linear", "gaussian", "vote"}
+        SimpleITK interpolator (:data:`LABEL_METHODS`):
+
+        ``"nearest"``
+            ``sitkNearestNeighbor``: the label of the nearest source voxel.
+        ``"linear"``
+            ``sitkLabelLinear``: each label's indicator (background included)
+            is interpolated linearly and the largest wins (ties to the lower
+            label), so boundaries fall between source voxel centres instead
+            of snapping to them. ``"vote"`` is its former name (a loop doing
+            the same in Python; identical labels).
+        ``"gaussian"``
+            ``sitkLabelGaussian``: each indicator is averaged under a Gaussian
+            of sigma = the source spacing, truncated at one sigma; SimpleITK
+            fixes both and exposes no setting for them. Smooth boundaries, but
+            it shaves corners and erases structures one or two source voxels
+            thick.
+
+        ``"nearest"`` and ``"linear"`` return the source labels where output
+        voxel centres coincide with source voxel centres.
+
+    Returns
+    -------
+    Image
+        int32 labels on ``reference``'s grid, 0 outside ``labels``' extent.
+
+    Notes
+    -----
+    Carrying labels drawn on a CT 3 to 5 times finer than the SPECT through a
+    rigid motion, ``"linear"`` is the most accurate of the three against
+    centre-sampled truth: on the moving monkey phantom of
+    ``tests/test_pipeline_registration.py`` it cuts the %ID error summed over
+    regions by 14-40 % against ``"nearest"`` (the Gaussian: from 20 % better
+    to 12 % worse, as it shaves thin hot regions), with Dice higher on almost
+    every region. It costs about 1.2 s for a 128^3 target from a 384^3 map of
+    16 regions (nearest neighbour 0.25 s, on 2 threads). No choice removes the
+    error: a boundary voxel still goes whole to one region, which costs a
+    region two SPECT voxels across (the spinal canal) several percent of its
+    activity.
+
+    Examples
+    --------
+    A region seen in one voxel of a 2 x 2 block, sampled 0.4 voxel from its
+    centre along i and j: nearest neighbour keeps it; linear weighs it
+    0.6 x 0.6 = 0.36 against 0.64 for background, rounding the corner off.
+
+    >>> import numpy as np
+    >>> lab = Image(np.array([[[1, 0], [0, 0]]], np.int16), (0, 0, 0), (1, 1, 1), np.eye(3))
+    >>> point = Image(np.zeros((1, 1, 1)), (0.4, 0.4, 0), (1, 1, 1), np.eye(3))
+    >>> int(resample_labels(lab, point, method="nearest").array[0, 0, 0])
+    1
+    >>> int(resample_labels(lab, point, method="linear").array[0, 0, 0])
+    0
     """
     import SimpleITK as sitk
 
-    if method == "vote":
-        return _resample_labels_vote(labels, reference, transform)
-    if method != "nearest":
-        raise ValueError(f"unknown label resampling method {method!r}: nearest or vote")
+    if method not in LABEL_METHODS:
+        raise ValueError(f"unknown label resampling method {method!r}: {', '.join(LABEL_METHODS)}")
     src = to_sitk(labels, dtype=np.int32)
     f = sitk.ResampleImageFilter()
     f.SetSize([int(n) for n in reference.shape_ijk])
     f.SetOutputOrigin(tuple(float(v) for v in reference.origin_mm))
     f.SetOutputSpacing(tuple(float(v) for v in reference.spacing_mm))
     f.SetOutputDirection(tuple(float(v) for v in reference.direction.ravel()))
-    f.SetInterpolator(sitk.sitkNearestNeighbor)
+    f.SetInterpolator(getattr(sitk, LABEL_METHODS[method]))
     f.SetDefaultPixelValue(0)
     f.SetOutputPixelType(sitk.sitkInt32)
     if transform is not None:
         f.SetTransform(transform)
-    out = from_sitk(f.Execute(src), units="label")
-    return out
-
-
-def _resample_labels_vote(labels: Image, reference: Image, transform=None) -> Image:
-    arr = labels.array
-    values = [int(v) for v in np.unique(arr) if v != 0]
-    best = np.zeros(reference.array.shape if reference.array.ndim == 3 else reference.shape_ijk[::-1], np.float32)
-    out = np.zeros(best.shape, np.int32)
-    # background competes too: a voxel mostly outside every region stays 0
-    bg = resample_image(labels.with_array((arr == 0).astype(np.float32)), reference, transform, order=1,
-                        default_value=1.0).array
-    best[...] = bg
-    for v in values:
-        ind = resample_image(labels.with_array((arr == v).astype(np.float32)), reference, transform, order=1,
-                             default_value=0.0).array
-        win = ind > best
-        out[win] = v
-        best[win] = ind[win]
-    return Image(out, reference.origin_mm, reference.spacing_mm, reference.direction, units="label")
+    return from_sitk(f.Execute(src), units="label")
 
 
 def resample_image(image: Image, reference: Image, transform=None, *, order: int = 1,

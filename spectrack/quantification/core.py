@@ -51,7 +51,7 @@ class QuantResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _labels_on(labels: LabelMap, tp_image, transform=None, label_resampling: str = "nearest") -> LabelMap:
+def _labels_on(labels: LabelMap, tp_image, transform=None, label_resampling: str = "linear") -> LabelMap:
     if transform is not None:
         from ..align.resample import resample_labels
 
@@ -77,7 +77,7 @@ def quantify(
     duration_s: float | None = None,
     transforms: list | None = None,
     groups: bool = True,
-    label_resampling: str = "nearest",
+    label_resampling: str = "linear",
     return_details: bool = False,
 ):
     """Percent injected dose per region and time point.
@@ -103,10 +103,11 @@ def quantify(
     transforms : list, optional
         Per time point SimpleITK transforms mapping that time point's space to
         the labels' space (from registration); ``None`` entries mean identity.
-    label_resampling : {"nearest", "vote"}
+    label_resampling : {"linear", "nearest", "gaussian", "vote"}
         How labels are carried through a transform (see
-        :func:`spectrack.align.resample.resample_labels`); without a transform
-        labels are always resampled by nearest neighbour.
+        :func:`spectrack.align.resample.resample_labels`; ``"vote"`` is the
+        former name of ``"linear"``); without a transform labels are always
+        resampled by nearest neighbour.
     groups : bool
         Also report region groups (``spinal_canal``, ``cns``) when all their
         members are present.
