@@ -266,7 +266,8 @@ def apply(ds: dict, mut) -> None:
 def _check_series(s) -> None:
     img = s.image
     a = img.array
-    assert a.ndim == 3 and a.dtype == np.float32 and a.size > 0
+    # float32, or int16 for a CT whose Hounsfield units fit it exactly
+    assert a.ndim == 3 and (a.dtype == np.float32 or (s.modality == "CT" and a.dtype == np.int16)) and a.size > 0
     assert np.all(np.isfinite(a)), "loader returned non-finite voxels"
     sp = np.asarray(img.spacing_mm, float)
     assert np.all(np.isfinite(sp)) and np.all(sp > 0), sp

@@ -643,3 +643,36 @@ def test_nm_one_slice_per_file_is_stacked(tmp_path):
     assert len(series) == 1 and series[0].modality == "NM"
     np.testing.assert_array_equal(series[0].image.array[:, 0, 0], [10, 20, 30])
     assert series[0].image.spacing_mm[2] == pytest.approx(4.0)
+
+
+def test_ct_int16_when_exact_float32_otherwise(tmp_path):
+    """HU go to int16 when every slice maps exactly into it, else the whole series is float32; values are exact."""
+    stored, _ = write_ct(tmp_path / "int", n=4, vary_slope=False)
+    s = load_dicom_folder(tmp_path / "int")[0][0]
+    assert s.image.array.dtype == np.int16
+    np.testing.assert_array_equal(s.image.array, np.stack(stored).astype(np.float64) - 1024.0)
+
+    # integer slope 2: still exact in int16 (values up to 2 * 2000 - 1024)
+    uid = generate_uid()
+    st2 = [np.full((4, 6), 2000 - 7 * k, np.int16) for k in range(3)]
+    for k in range(3):
+        _save(_ct_slice(2.5 * k, st2[k], uid, k + 1, slope=2.0), tmp_path / "slope2" / f"s{k}")
+    s2 = load_dicom_folder(tmp_path / "slope2")[0][0]
+    assert s2.image.array.dtype == np.int16
+    np.testing.assert_array_equal(s2.image.array, np.stack(st2).astype(np.float64) * 2 - 1024.0)
+
+    # the last slice leaves int16 range (32000 + 1000): the series falls back to float32, earlier slices kept
+    uid = generate_uid()
+    st3 = [np.full((4, 6), v, np.int16) for v in (-5, 100, 32000)]
+    for k in range(3):
+        _save(_ct_slice(2.5 * k, st3[k], uid, k + 1, intercept=1000.0), tmp_path / "big" / f"s{k}")
+    s3 = load_dicom_folder(tmp_path / "big")[0][0]
+    assert s3.image.array.dtype == np.float32
+    np.testing.assert_array_equal(s3.image.array, np.stack(st3).astype(np.float64) + 1000.0)
+
+    # a fractional slope on some slices: float32 (the shuffled series of write_ct), equal to stored * slope - 1024
+    stored4, _ = write_ct(tmp_path / "frac", n=4, vary_slope=True)
+    s4 = load_dicom_folder(tmp_path / "frac")[0][0]
+    assert s4.image.array.dtype == np.float32
+    for k in range(4):
+        np.testing.assert_allclose(s4.image.array[k], stored4[k] * (1.0 + 0.5 * (k % 2)) - 1024.0)

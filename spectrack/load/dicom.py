@@ -1257,6 +1257,22 @@ def _normal_positions(items, where: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return row, col, normal, ipps
 
 
+_I16 = np.iinfo(np.int16)
+
+
+def _int16_exact(px: np.ndarray, slope: float, intercept: float) -> bool:
+    """True when ``px * slope + intercept`` is an integer in int16 range for every voxel of ``px`` (one slice).
+
+    Hounsfield units usually are: a CT time series then takes int16 (six 512x512x300 CTs: 0.9 GB instead of
+    1.9 GB as float32).
+    """
+    if px.dtype.kind not in "iu" or slope != round(slope) or intercept != round(intercept) or px.size == 0:
+        return False
+    ends = np.array([float(px.min()), float(px.max())]) * slope
+    return bool(np.all(np.abs(ends) <= _I16.max) and _I16.min <= ends.min() + intercept
+                and ends.max() + intercept <= _I16.max)
+
+
 def _read_stack(items: list, kind: str) -> Series:
     where = _where(items[0][0], items[0][1]) + (f" (+{len(items) - 1} files)" if len(items) > 1 else "")
     warn: list[str] = []
@@ -1297,7 +1313,8 @@ def _read_stack(items: list, kind: str) -> Series:
     rows, cols = shapes.pop()
     if n * rows * cols * 4 > _MAX_BYTES:
         raise InputError(f"{where}: {n} slices of {rows}x{cols} exceed 8 GiB")
-    values = np.empty((n, rows, cols), dtype=np.float32)
+    # CT goes to int16 while every slice maps exactly into it (checked slice by slice), else float32
+    values = np.empty((n, rows, cols), dtype=np.int16 if kind == "CT" else np.float32)
     maps = []
     for k, (p, ds) in enumerate(items):
         w = _where(p, ds)
@@ -1307,12 +1324,23 @@ def _read_stack(items: list, kind: str) -> Series:
         m = _value_mapping(ds, kind, w, warn if k == 0 else [])
         m["float"] = px.dtype.kind == "f"
         maps.append(m)
+        if values.dtype == np.int16:
+            slope, icpt = float(m["slope"]), float(m["intercept"])
+            if _int16_exact(px[0], slope, icpt):
+                dst = values[k]
+                if slope == 1:
+                    np.add(px[0], np.int32(icpt), out=dst, casting="unsafe")  # exact: the result fits (checked)
+                else:
+                    np.copyto(dst, px[0].astype(np.int32) * int(slope) + int(icpt), casting="unsafe")
+                continue
+            values = np.concatenate([values[:k].astype(np.float32), np.empty((n - k, rows, cols), np.float32)])
         dst = values[k]  # rescale slice by slice while it is in cache
         with np.errstate(over="ignore", invalid="ignore"):
             np.copyto(dst, px[0], casting="unsafe")
         _rescale_in_place(dst, m["slope"], m["intercept"])
-    if any(_may_be_non_finite(np.dtype(np.float32) if m.get("float") else np.dtype(np.int32), m["slope"],
-                              m["intercept"]) for m in maps):
+    if values.dtype == np.float32 and any(_may_be_non_finite(
+            np.dtype(np.float32) if m.get("float") else np.dtype(np.int32), m["slope"], m["intercept"])
+            for m in maps):
         _zero_non_finite(values, where, warn)
     units = {m["units"] for m in maps}
     if len(units) != 1:
