@@ -205,7 +205,7 @@ def to_sitk(image: Image, dtype=None):
     """Convert an :class:`Image` to a SimpleITK image with the same geometry."""
     import SimpleITK as sitk
 
-    arr = image.array if dtype is None else image.array.astype(dtype)
+    arr = image.array if dtype is None else np.asarray(image.array, dtype=dtype)  # no copy when it already is
     out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
     out.SetOrigin(tuple(float(v) for v in image.origin_mm))
     out.SetSpacing(tuple(float(v) for v in image.spacing_mm))

@@ -31,7 +31,7 @@ from ..geometry import Image
 from .neuraxis import Centreline
 from .vocabulary import CANAL_LEVELS
 
-__all__ = ["View", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",
+__all__ = ["View", "component_stats", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",
            "centreline_from_mask", "split_levels"]
 
 
@@ -164,6 +164,24 @@ def open_mm(mask, radius_mm, spacing, *, in_plane=False):
 
 
 # -------------------------------------------------------------- centreline
+def component_stats(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel count and centroid (array index) of components ``1..n`` of a label array, in one pass.
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 1, 0], [0, 2, 2], [0, 0, 2]])
+    >>> count, centroid = component_stats(lab, 2)
+    >>> count.tolist(), centroid.round(3).tolist()
+    ([2, 3], [[0.0, 0.5], [1.333, 1.667]])
+    """
+    flat = np.flatnonzero(lab)
+    which = lab.ravel()[flat]
+    count = np.bincount(which, minlength=n + 1)[1:]
+    centroid = np.stack([np.bincount(which, weights=c, minlength=n + 1)[1:]
+                         for c in np.unravel_index(flat, lab.shape)], axis=1)
+    return count, centroid / np.maximum(count, 1)[:, None]
+
+
 def _savgol(y: np.ndarray, window: int) -> np.ndarray:
     from scipy.signal import savgol_filter
 
@@ -294,9 +312,8 @@ def find_canal(ct: Image, body: np.ndarray, *, canal_radius_mm: float, bone_hu: 
     if n == 0:
         notes.append("no fluid-density space enclosed by bone: no spinal canal")
         return empty
-    idx = np.arange(1, n + 1)
-    area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * sp[1] * sp[2]  # voxels per component
-    com = np.array(ndi.center_of_mass(cand, lab, idx))  # view index (k, r, c)
+    count, com = component_stats(lab, n)  # com: view index (k, r, c)
+    area = count * sp[1] * sp[2]
     max_area = np.pi * (2.0 * canal_radius_mm + px) ** 2
     keep = area <= max_area
     node_k = com[:, 0].round().astype(int)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .auto_canal import View, dilate_mm
+from .auto_canal import View, component_stats, dilate_mm
 from .neuraxis import Centreline
 
 __all__ = ["PRIORS", "HU_WINDOWS", "BodyFrame", "body_mask", "brain_and_skull", "pick_components",
@@ -222,10 +222,9 @@ def pick_components(mask: np.ndarray, view: View, frame: BodyFrame, prior, scale
     out = np.zeros(mask.shape, bool)
     if n == 0:
         return out, []
-    idx = np.arange(1, n + 1)
     vox_ml = float(np.prod(view.spacing)) / 1000.0
-    vol = np.bincount(lab.ravel(), minlength=n + 1)[1:] * vox_ml  # voxels per component
-    com = np.array(ndi.center_of_mass(mask, lab, idx))
+    count, com = component_stats(lab, n)
+    vol = count * vox_ml
     tdy = frame.coords(view.world(com))
     fits = []
     for c in range(n):
