@@ -181,6 +181,19 @@ def run_study(
     if study is None:
         study = load_study(path, times_h=settings.times_h, subject=settings.subject)
     label_inputs = []
+    # registration does not need the regions: it starts now, in a thread (SimpleITK releases the GIL), and
+    # overlaps with reading or segmenting them; its errors surface at the align stage
+    pending_registration = None
+    if settings.register and len(study.timepoints) > 1 and 0 <= settings.reference < len(study.timepoints):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .align.register import register_timepoints
+
+        mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
+        executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-register")
+        pending_registration = (mode, executor.submit(register_timepoints, study.timepoints,
+                                                      reference_index=settings.reference, mode=mode))
+        executor.shutdown(wait=False)
     step("regions", 0.2)
     lab = labels if labels is not None else settings.labels
     study_settings = getattr(study, "settings", {}) or {}
@@ -216,13 +229,11 @@ def run_study(
     registration = None
     step("align", 0.3)
     if settings.register and len(study.timepoints) > 1:
-        from .align.register import register_timepoints
-
-        if not 0 <= settings.reference < len(study.timepoints):
+        if pending_registration is None:
             raise InputError(f"--reference {settings.reference} is out of range "
                              f"(0..{len(study.timepoints) - 1})")
-        mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
-        reg = register_timepoints(study.timepoints, reference_index=settings.reference, mode=mode)
+        mode, future = pending_registration
+        reg = future.result()
         study.warnings.extend(reg.warnings)
         # registration maps reference points to each time point; labels are resampled with the inverse
         transforms = [t.GetInverse() for t in reg]

@@ -24,6 +24,7 @@ takes about one CPU-second.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from ..errors import InconsistentInputError, InputError
 from ..geometry import Image, to_sitk
 from ..regions.labels import LabelMap
 from .resample import resample_labels
+from .shrink import shrink_to_spacing
 
 __all__ = [
     "RigidResult",
@@ -291,11 +293,11 @@ def register_rigid(
     levels=(4, 2, 1),
     smoothing_sigmas_vox=None,
     sampling_fraction=0.15,
-    max_samples: int | None = 20_000,
+    max_samples=(10_000, 20_000, 40_000),
     histogram_bins: int = 50,
     max_iterations: int = 200,
     learning_rate_mm: float = 2.0,
-    min_step_mm: float = 0.01,
+    min_step_mm: float = 0.002,
     clamp=None,
     fixed_mask=None,
     initialiser: str = "auto",
@@ -320,9 +322,12 @@ def register_rigid(
     sampling_fraction : float or sequence of float
         Fraction of the voxels of each pyramid level sampled (random, seeded)
         for the metric; one value or one per level.
-    max_samples : int or None
-        Upper bound on the samples per level (keeps large CTs fast); ``None``
-        for no bound.
+    max_samples : int, sequence of int or None
+        Upper bound on the samples per level (keeps large CTs fast), one
+        value or one per level counted from the finest (the first value
+        repeats for extra coarse levels); ``None`` for no bound. The default draws
+        few samples where the pyramid is coarse and 40,000 at the finest
+        level, which sets the accuracy.
     histogram_bins : int
         Mattes histogram bins.
     max_iterations : int
@@ -395,9 +400,12 @@ def register_rigid(
     fractions = np.broadcast_to(np.asarray(sampling_fraction, dtype=float), (len(levels),)).copy()
     if np.any(fractions <= 0) or np.any(fractions > 1):
         raise InconsistentInputError(f"sampling fractions must be in (0, 1], got {sampling_fraction}")
-    if max_samples:
+    if max_samples is not None:
+        caps = np.atleast_1d(np.asarray(max_samples, dtype=float))
+        # aligned at the finest level: the first value repeats for extra coarse levels
+        caps = np.concatenate([np.full(max(0, len(levels) - caps.size), caps[0]), caps])[-len(levels):]
         n_vox = [float(np.prod([max(1, n // s) for n in fixed.shape_ijk])) for s in levels]
-        fractions = np.minimum(fractions, [min(1.0, max_samples / n) for n in n_vox])
+        fractions = np.minimum(fractions, [min(1.0, c / n) for c, n in zip(caps, n_vox)])
     mask_sitk = _mask_to_sitk(fixed_mask, fixed) if fixed_mask is not None else None
     if mask_sitk is not None:
         # samples falling outside the mask are dropped: draw more so that the
@@ -477,8 +485,8 @@ def _for_warning(tp, label: str) -> str | None:
     return None
 
 
-def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct",
-                        **kwargs) -> TimepointTransforms:
+def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct", working_spacing_mm="spect",
+                        workers: int | None = None, **kwargs) -> TimepointTransforms:
     """Register every time point to a reference time point.
 
     Parameters
@@ -493,6 +501,18 @@ def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct
         and the SPECT follows its own CT through the shared frame of
         reference; a time point without CT falls back to SPECT-to-SPECT with
         a warning. ``'spect'``: emission volumes are registered directly.
+    working_spacing_mm : 'spect', float or None
+        CTs finer than this are block-averaged to about this voxel size
+        before registration (:func:`spectrack.align.shrink.shrink_to_spacing`):
+        the transforms are used on SPECT grids, and a 512x512x300 CT holds
+        several times more voxels than a rigid fit needs. ``'spect'``
+        (default) uses 0.6 times the edge of the study's smallest SPECT
+        voxel (the cube of the same volume): on the moving NHP phantom of the
+        tests (SPECT 2.8x2.8x4.2 mm), 1.9 mm blocks of a 0.95 mm CT register
+        within 0.1 mm on average; ``None`` registers the CTs as they are.
+    workers : int, optional
+        Time points registered at the same time (threads; the results do not
+        depend on it). Default: the number of CPUs available.
     **kwargs
         Passed to :func:`register_rigid`.
 
@@ -530,11 +550,27 @@ def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct
         warnings.append(f"{label(reference_index, ref)}: the reference time point has no CT; "
                         "all time points registered SPECT to SPECT")
         use_ct = False
-    ref_mask = None
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if working_spacing_mm == "spect":
+        # 0.6 times the edge of the smallest SPECT voxel (a cube of the same volume)
+        working_spacing_mm = 0.6 * min(float(np.prod(tp.emission.image.spacing_mm)) for tp in tps) ** (1.0 / 3.0)
+    elif working_spacing_mm is not None:
+        working_spacing_mm = float(working_spacing_mm)
+        if not (np.isfinite(working_spacing_mm) and working_spacing_mm > 0):
+            raise InconsistentInputError(f"working_spacing_mm must be positive, 'spect' or None, "
+                                         f"got {working_spacing_mm}")
+
+    def ct_of(tp):
+        img = tp.ct.image
+        return img if working_spacing_mm is None else shrink_to_spacing(img, working_spacing_mm)
+
+    ref_mask = ref_ct = None
     if use_ct:
-        ref_mask = body_mask(ref.ct.image)
-    results = []
-    for n, tp in enumerate(tps):
+        ref_ct = ct_of(ref)
+        ref_mask = body_mask(ref_ct)
+
+    def one(n, tp):
         lab = label(n, tp)
         own: list[str] = []
         if use_ct:
@@ -546,14 +582,26 @@ def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct
         elif use_ct and tp.ct is not None:
             opts = {"clamp": CT_CLAMP_HU, "fixed_mask": ref_mask}
             opts.update(kwargs)
-            res = register_rigid(ref.ct.image, tp.ct.image, **opts)
+            res = register_rigid(ref_ct, ct_of(tp), **opts)
         else:
             if use_ct:
                 own.append(f"{lab}: no CT; registered SPECT to the reference SPECT instead")
             res = register_rigid(ref.emission.image, tp.emission.image, **kwargs)
         res.warnings.extend(own)
-        warnings.extend(own)
-        results.append(res)
+        return res
+
+    # each registration is seeded and independent; SimpleITK releases the GIL, so time points run side by side
+    # (a rigid fit is mostly single-threaded inside ITK)
+    n_workers = max(1, min(int(workers or 1), len(tps) - 1))
+    if n_workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_workers) as pool:
+            results = list(pool.map(one, range(len(tps)), tps))
+    else:
+        results = [one(n, tp) for n, tp in enumerate(tps)]
+    for res in results:
+        warnings.extend(res.warnings)
     return TimepointTransforms(results, warnings, reference_index)
 
 
