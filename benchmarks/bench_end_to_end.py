@@ -3,8 +3,8 @@
 Run ``python benchmarks/bench_end_to_end.py [--ct 512,512,300] [--spect 128] [--keep DIR]``.
 
 Preparation (a separate process, not timed): :func:`spectrack.phantom.make_study`
-writes a ``human`` phantom (6 time points, SPECT ``--spect``^3, DICOM) with
-``ct_refine=1``; each time point's CT series is then resampled (linear, same
+writes a ``human`` phantom (6 time points, SPECT ``--spect``^3, DICOM) with a
+CT ``--ct-refine`` times finer (default 3); each time point's CT series is then resampled (linear, same
 field of view) to ``--ct`` (i, j, k) voxels and written back as a CT series
 with the phantom's own headers (same study, frame of reference and times).
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from _common import emit, machine, peak_rss_mb  # noqa: E402
 
 
-def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int = 0) -> dict:
+def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int = 0, ct_refine: int = 3) -> dict:
     """Write the phantom study and replace its CTs by ``ct_shape`` ones; return a summary."""
     import pydicom
     import SimpleITK as sitk
@@ -46,7 +46,7 @@ def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int 
     from spectrack.phantom import make_study
 
     t0 = time.perf_counter()
-    truth = make_study(folder, "human", seed=seed, spect_shape=(spect,) * 3, ct_refine=1, formats=("dicom",))
+    truth = make_study(folder, "human", seed=seed, spect_shape=(spect,) * 3, ct_refine=ct_refine, formats=("dicom",))
     dicom = folder / "dicom"
     series: dict[str, list[Path]] = {}
     for f in sorted(dicom.iterdir()):
@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ct", default="512,512,300", help="CT voxels i,j,k")
     ap.add_argument("--spect", type=int, default=128)
+    ap.add_argument("--ct-refine", type=int, default=3,
+                    help="phantom CT voxels per SPECT voxel edge before resampling to --ct (3: a CT sharper than "
+                         "the SPECT, as on scanners)")
     ap.add_argument("--keep", default=None, help="prepare into (or reuse) this folder instead of a temporary one")
     ap.add_argument("--json", default=None, help="write the result rows here (used by run_all.py)")
     ap.add_argument("--_prepare", default=None, help=argparse.SUPPRESS)
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     ct_shape = tuple(int(v) for v in a.ct.split(","))
     if a._prepare:
-        print(json.dumps(prepare(Path(a._prepare), ct_shape, a.spect)))
+        print(json.dumps(prepare(Path(a._prepare), ct_shape, a.spect, ct_refine=a.ct_refine)))
         return 0
     if a._measure:
         folder = Path(a._measure)
@@ -162,7 +165,8 @@ def main(argv=None) -> int:
         folder = Path(a.keep) if a.keep else Path(tmp) / "study"
         if not (folder / "truth.json").exists():
             r = subprocess.run([sys.executable, __file__, "--_prepare", str(folder), "--ct", a.ct,
-                                "--spect", str(a.spect)], capture_output=True, text=True)
+                                "--spect", str(a.spect), "--ct-refine", str(a.ct_refine)], capture_output=True,
+                               text=True)
             if r.returncode != 0:
                 print(r.stdout, r.stderr, sep="\n")
                 return 1

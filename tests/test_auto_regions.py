@@ -230,7 +230,7 @@ def test_fine_ct_block_averaged_to_the_working_spacing(capsys):
     for k, lo in REQUIRED.items():
         assert d_full[k] >= lo, (k, d_full[k])
     # 2.8 mm blocks are 0.8 canal radii: organs stay within the done-when bounds; the canal, two blocks
-    # across, loses its edges (which is why the default working spacing is a quarter of the canal radius)
+    # across, loses its edges (which is why the default working spacing is a fifth of the canal radius)
     for k in ("brain", "liver", "kidneys"):
         assert d_small[k] >= 0.85, (k, d_small[k])
     for k in CANAL_LEVELS:

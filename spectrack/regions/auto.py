@@ -24,7 +24,7 @@ no CT). The steps, all in millimetres from the image geometry (LPS, head =
    lumbar canal.
 
 Lymph nodes (soft-tissue density) are not segmented: they stay in
-``remainder``. A CT finer than the preset's working spacing (a quarter of its
+``remainder``. A CT finer than the preset's working spacing (a fifth of its
 canal radius) is block-averaged to it first, and the labels stay on that grid.
 
 The label map's ``image.meta["auto_regions"]`` records the centreline, the
@@ -132,10 +132,12 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
     working_spacing_mm : float, optional
         A CT finer than this is first block-averaged to voxels of about this
         size (:func:`spectrack.align.shrink.shrink_to_spacing`; integer
-        blocks, same field of view) and segmented there. Default: a quarter
-        of the preset's canal radius (rat 0.44 mm, NHP 0.88 mm, human 2 mm),
-        which keeps the canal 8 voxels across and is finer than any SPECT
-        the labels are used on. ``0`` segments at the CT's own resolution.
+        blocks, same field of view) and segmented there. Default: a fifth of
+        the preset's canal radius (rat 0.35 mm, NHP 0.7 mm, human 1.6 mm),
+        which keeps the canal 10 voxels across and is finer than any SPECT
+        the labels are used on (on the 512x512x300 human benchmark CT, a
+        quarter gave a canal Dice of 0.80 against 0.84 at full size, a fifth
+        0.84 in half the time). ``0`` segments at the CT's own resolution.
     max_voxels : int
         A working grid still above this is resampled (linear) onto a coarser
         grid over the same field of view (memory and time).
@@ -153,7 +155,7 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
     from ..align.shrink import shrink_to_spacing
 
     if working_spacing_mm is None:
-        working_spacing_mm = PRIORS[preset]["canal_radius_mm"] / 4.0
+        working_spacing_mm = PRIORS[preset]["canal_radius_mm"] / 5.0
     notes = []
     work = ct
     if working_spacing_mm and working_spacing_mm > 0:
