@@ -504,3 +504,26 @@ def test_region_index_edge_cases():
     out = region_stats(frame, lab)
     assert out["label"].tolist() == [-3, 70000] and out["n_voxels"].tolist() == [2, 2]
     assert out["sum"][0] == 7.0 and math.isnan(out["sum"][1]) and math.isnan(out["max"][1])
+
+
+def test_dicom_and_nifti_time_points_with_different_offsets_share_one_clock(tmp_path):
+    """A DICOM scan at 01:30 (+01:00) and a NIfTI scan at 03:30 (+02:00) in one study are one hour apart."""
+    import json
+
+    import nibabel as nib
+
+    from spectrack.geometry import to_nifti_affine
+
+    write_nm(tmp_path / "dicom" / "a", date="20260329", time="013000", tz="+0100", inj_time="003000")
+    img = Image(np.full((4, 5, 6), 100.0, np.float32), origin_mm=(-10, -10, 0), spacing_mm=(4, 4, 4))
+    arr, aff = to_nifti_affine(img)
+    nib.save(nib.Nifti1Image(arr, aff), tmp_path / "b_spect.nii.gz")
+    (tmp_path / "b_spect.json").write_text(json.dumps({
+        "Modality": "NM", "AcquisitionDateTime": "2026-03-29T03:30:00+02:00", "FrameDuration": [900],
+        "TracerRadionuclide": "99mTc", "Units": "counts"}))
+    st = load_study(tmp_path)
+    t0, t1 = (tp.acquisition_start for tp in st.timepoints)
+    assert t0 == dt.datetime(2026, 3, 29, 1, 30)  # the DICOM scan, first in UTC, sets the clock
+    assert t1 - t0 == dt.timedelta(hours=1)
+    assert "converted from UTC+0200 to UTC+0100" in st.timepoints[1].emission.source("acquisition_start")
+    assert any("different UTC offsets" in w for w in st.warnings)

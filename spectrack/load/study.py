@@ -81,6 +81,10 @@ def load_series(path) -> tuple[list[Series], list[str]]:
         warnings += dwarn
     if not series:
         raise InputError(f"no image found in {path}: expected DICOM files or NIfTI volumes")
+    if niftis:  # DICOM alone was put on one clock by its loader; NIfTI sidecars may carry offsets too
+        from .dicom import normalise_timezones
+
+        normalise_timezones(series, warnings)
     return series, warnings
 
 
