@@ -181,19 +181,6 @@ def run_study(
     if study is None:
         study = load_study(path, times_h=settings.times_h, subject=settings.subject)
     label_inputs = []
-    # registration does not need the regions: it starts now, in a thread (SimpleITK releases the GIL), and
-    # overlaps with reading or segmenting them; its errors surface at the align stage
-    pending_registration = None
-    if settings.register and len(study.timepoints) > 1 and 0 <= settings.reference < len(study.timepoints):
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .align.register import register_timepoints
-
-        mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
-        executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-register")
-        pending_registration = (mode, executor.submit(register_timepoints, study.timepoints,
-                                                      reference_index=settings.reference, mode=mode))
-        executor.shutdown(wait=False)
     step("regions", 0.2)
     lab = labels if labels is not None else settings.labels
     study_settings = getattr(study, "settings", {}) or {}
@@ -213,16 +200,29 @@ def run_study(
         else:
             sidecar = names_sidecar(lab_path)
             label_inputs += [lab_path] + ([sidecar] if sidecar else [])
-    if lab is None and settings.auto_regions:
+    if lab is None and not settings.auto_regions:
+        raise LabelError("no regions given: pass a label map with --labels FILE (NIfTI with a names TSV) "
+                         "or ask for automatic regions with --auto-regions rat|nhp|human")
+    if not isinstance(lab, (LabelMap, list, type(None))):
+        raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
+    # registration does not need the regions: once they are known to exist it starts in a thread (SimpleITK
+    # releases the GIL) and overlaps with segmenting them; its errors surface at the align stage
+    pending_registration = None
+    if settings.register and len(study.timepoints) > 1 and 0 <= settings.reference < len(study.timepoints):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .align.register import register_timepoints
+
+        mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
+        executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-register")
+        pending_registration = (mode, executor.submit(register_timepoints, study.timepoints,
+                                                      reference_index=settings.reference, mode=mode))
+        executor.shutdown(wait=False)
+    if lab is None:
         from .regions.auto import segment_study
 
         lab = segment_study(study, preset=settings.auto_regions, reference=settings.reference,
                             canal_boundaries_mm=settings.canal_boundaries_mm)
-    if lab is None:
-        raise LabelError("no regions given: pass a label map with --labels FILE (NIfTI with a names TSV) "
-                         "or ask for automatic regions with --auto-regions rat|nhp|human")
-    if not isinstance(lab, (LabelMap, list)):
-        raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
 
     transforms = None
     reg = None
