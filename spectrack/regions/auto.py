@@ -8,7 +8,8 @@ no CT). The steps, all in millimetres from the image geometry (LPS, head =
 
 1. **body** outline: above -500 HU, holes filled slice by slice, largest
    component -> ``remainder`` for what nothing else claims;
-2. **spinal canal**: the fluid space enclosed by vertebral bone, traced slice
+2. **spinal canal**: the fluid space enclosed by vertebral bone (plus the rim
+   voxels less than half bone, which the CT's blur mixes with it), traced slice
    by slice into a smooth centreline from the sacrum to the skull base
    (:func:`spectrack.regions.auto_canal.find_canal`); split into
    ``canal_sacral`` / ``canal_lumbar`` / ``canal_thoracic`` /

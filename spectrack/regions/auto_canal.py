@@ -360,6 +360,19 @@ def find_canal(ct: Image, body: np.ndarray, *, canal_radius_mm: float, bone_hu: 
     sub = np.isin(lab, np.asarray(chain) + 1)
     # holes inside the canal (cord denser than CSF) belong to it
     sub = ndi.binary_fill_holes(sub, structure=st2)
+    # partial volume: the canal's rim mixes fluid and bone; rim voxels less than half bone belong to the canal.
+    # The fluid window alone erodes the canal by the CT's blur (a monkey's canal on a CT of 1 mm FWHM: to half
+    # its volume, and a quarter of a human canal's area on the 512x512x300 benchmark CT). One ring, in plane,
+    # inside the bony ring; soft tissue touching the canal is taken too (one voxel at most), the lesser error.
+    box = ndi.find_objects(sub.astype(np.int8))
+    if box:  # work in the canal's bounding box, 4 voxels wider in plane
+        bb = (box[0][0],) + tuple(slice(max(b.start - 4, 0), b.stop + 4) for b in box[0][1:])
+        s_bb, hu_bb = sub[bb], hu[k0:k1][bb]
+        outer = ndi.binary_dilation(s_bb, structure=st2, iterations=3) & bone[k0:k1][bb]
+        if outer.any():
+            half = 0.5 * (float(np.median(hu_bb[s_bb])) + float(np.median(hu_bb[outer])))
+            rim = ndi.binary_dilation(s_bb, structure=st2) & ~s_bb & closed[bb] & body_v[k0:k1][bb]
+            sub[bb] |= rim & (hu_bb >= csf_hu[0]) & (hu_bb < half)
     mask_v[k0:k1] = sub
     r_eq = float(np.sqrt(np.median(area[chain]) / np.pi))
     # bridge missing slices: a disk of the median radius around the interpolated centre
