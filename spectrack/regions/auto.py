@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ..geometry import Image
-from .auto_canal import View, close_mm, dilate_mm, find_canal, split_levels
+from .auto_canal import View, close_mm, dilate_mm, fill_holes, find_canal, split_levels
 from .auto_organs import HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull, find_injection_site, pick_components
 from .labels import LabelMap
 from .vocabulary import CANAL_LEVELS, INDEX
@@ -273,7 +273,7 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
                     lo, hi = win[window]
                     regrow = hu if min(hi, 1e4) - lo >= 4.0 * noise else smooth
                     m |= dilate_mm(m, 1.01 * px, sp) & _in(regrow, window, win) & ~excl
-                m = ndi.binary_fill_holes(close_mm(m, 1.01 * px, sp) & body & ~excl)
+                m = fill_holes(close_mm(m, 1.01 * px, sp) & body & ~excl)
                 masks[name] = m
             found[name] = info
             if not info:

@@ -31,7 +31,7 @@ from ..geometry import Image
 from .neuraxis import Centreline
 from .vocabulary import CANAL_LEVELS
 
-__all__ = ["View", "component_stats", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",
+__all__ = ["View", "component_stats", "fill_holes", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",
            "centreline_from_mask", "split_levels"]
 
 
@@ -117,6 +117,23 @@ def _crop(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool):
         pad = 0 if (in_plane and ax == 0) else int(np.ceil(radius_mm / spacing[ax])) + 1
         out.append(slice(max(int(nz[0]) - pad, 0), min(int(nz[-1]) + pad + 1, mask.shape[ax])))
     return tuple(out)
+
+
+def fill_holes(mask: np.ndarray, structure=None) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` within the mask's bounding box (the same result, less work).
+
+    Examples
+    --------
+    >>> m = np.zeros((5, 8, 8), bool); m[1:4, 1:5, 1:5] = True; m[2, 2:4, 2:4] = False
+    >>> int(m.sum()), int(fill_holes(m).sum()), bool(np.array_equal(fill_holes(m), ndi.binary_fill_holes(m)))
+    (44, 48, True)
+    """
+    mask = np.asarray(mask, bool)
+    box = _crop(mask, 0.0, (1.0, 1.0, 1.0), False)
+    out = np.zeros(mask.shape, bool)
+    if box is not None:
+        out[box] = ndi.binary_fill_holes(mask[box], structure=structure)
+    return out
 
 
 def dilate_mm(mask: np.ndarray, radius_mm: float, spacing, *, in_plane: bool = False) -> np.ndarray:
@@ -359,7 +376,7 @@ def find_canal(ct: Image, body: np.ndarray, *, canal_radius_mm: float, bone_hu: 
     mask_v = np.zeros(hu.shape, bool)
     sub = np.isin(lab, np.asarray(chain) + 1)
     # holes inside the canal (cord denser than CSF) belong to it
-    sub = ndi.binary_fill_holes(sub, structure=st2)
+    sub = fill_holes(sub, structure=st2)
     # partial volume: the canal's rim mixes fluid and bone; rim voxels less than half bone belong to the canal.
     # The fluid window alone erodes the canal by the CT's blur (a monkey's canal on a CT of 1 mm FWHM: to half
     # its volume, and a quarter of a human canal's area on the 512x512x300 benchmark CT). One ring, in plane,

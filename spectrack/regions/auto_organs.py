@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .auto_canal import View, component_stats, dilate_mm
+from .auto_canal import View, component_stats, dilate_mm, fill_holes
 from .neuraxis import Centreline
 
 __all__ = ["PRIORS", "HU_WINDOWS", "BodyFrame", "body_mask", "brain_and_skull", "pick_components",
@@ -165,7 +165,7 @@ def brain_and_skull(bone: np.ndarray, canal: np.ndarray, spacing, *, seal_mm: fl
     # pinholes): the enclosed space left is the brain shrunk by the radius
     for r in sorted({1.01 * px, 1.5 * px, 2.01 * px, max(seal_mm, 1.01 * px)}):
         thick = dilate_mm(seal, r, sp)
-        cav = ndi.binary_fill_holes(thick) & ~thick
+        cav = fill_holes(thick) & ~thick
         lab, n = ndi.label(cav)
         if n == 0:
             continue
