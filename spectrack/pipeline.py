@@ -238,6 +238,7 @@ def run_study(
         # registration maps reference points to each time point; labels are resampled with the inverse
         transforms = [t.GetInverse() for t in reg]
         registration = {"mode": mode, "reference": settings.reference,
+                        "ct_working_spacing_mm": reg.working_spacing_mm,
                         "timepoints": [{"index": i, "quality_ncc": r.quality_ncc,
                                         "translation_mm": list(r.translation_mm), "rotation_deg": list(r.rotation_deg),
                                         "metric_value": r.metric_value, "iterations": r.iterations,

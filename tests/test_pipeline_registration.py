@@ -133,6 +133,9 @@ def test_registered_labels_and_pct_id(moved, registered):
                 if want >= 2.0:
                     assert abs(value / want - 1) <= rel_bound, (tp["index"], name, value, want)
     meta = json.loads((res_dir / "study.json").read_text())
+    # CTs registered as blocks of 0.6 x the SPECT voxel (2.85 x 2.8 x 4.2 mm: a 3.2 mm cube), recorded
+    assert meta["registration"]["ct_working_spacing_mm"] == pytest.approx(0.6 * (2.85 * 2.8 * 4.2) ** (1 / 3),
+                                                                          rel=1e-3)
     reg = meta["registration"]["timepoints"]
     assert reg[0]["stop_condition"] == "reference time point"
     assert all(r["quality_ncc"] > 0.9 for r in reg)

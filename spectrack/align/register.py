@@ -124,13 +124,17 @@ class TimepointTransforms(list):
         Frame-of-reference problems and fallbacks, one line each.
     reference_index : int
         Index of the reference time point.
+    working_spacing_mm : float or None
+        Voxel size the CTs were block-averaged to before registration
+        (``None``: registered as they are).
     """
 
-    def __init__(self, results, warnings, reference_index):
+    def __init__(self, results, warnings, reference_index, working_spacing_mm=None):
         super().__init__(r.transform for r in results)
         self.results = list(results)
         self.warnings = list(warnings)
         self.reference_index = reference_index
+        self.working_spacing_mm = working_spacing_mm
 
 
 # ----------------------------------------------------------------- helpers
@@ -602,7 +606,8 @@ def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct
         results = [one(n, tp) for n, tp in enumerate(tps)]
     for res in results:
         warnings.extend(res.warnings)
-    return TimepointTransforms(results, warnings, reference_index)
+    return TimepointTransforms(results, warnings, reference_index,
+                               working_spacing_mm if use_ct and working_spacing_mm is not None else None)
 
 
 # ------------------------------------------------------------- labels, I/O
