@@ -51,15 +51,6 @@ class QuantResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _labels_on(labels: LabelMap, tp_image, transform=None, label_resampling: str = "linear") -> LabelMap:
-    if transform is not None:
-        from ..align.resample import resample_labels
-
-        return LabelMap(resample_labels(labels.image, tp_image, transform, method=label_resampling),
-                        dict(labels.names), labels.source)
-    return labels.resampled_to(tp_image)
-
-
 def quantify(
     study: Study,
     labels: LabelMap | list[LabelMap] | str,
@@ -150,7 +141,7 @@ def quantify(
         img = tp.emission.image
         lm = labels[n] if isinstance(labels, list) else labels
         tr = transforms[n] if transforms is not None else None
-        lab = _labels_on(lm, img, tr, label_resampling)
+        lab = lm.resampled_to(img, tr, method=label_resampling)
         per_tp_labels.append(lab)
         ri = RegionIndex(lab.image.array)
         if ri.labels.size == 0:

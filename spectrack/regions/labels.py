@@ -73,13 +73,29 @@ class LabelMap:
             idx = rev[name_or_index]
         return self.image.array == idx
 
-    def resampled_to(self, reference: Image) -> "LabelMap":
-        """These labels on ``reference``'s grid (nearest neighbour)."""
+    def resampled_to(self, reference: Image, transform=None, *, method: str = "nearest") -> "LabelMap":
+        """These labels on ``reference``'s grid.
+
+        Parameters
+        ----------
+        reference : Image
+            The target grid.
+        transform : SimpleITK.Transform, optional
+            Maps ``reference`` points into the labels' space (a registration's
+            inverse); ``method`` then chooses the interpolator (see
+            :func:`spectrack.align.resample.resample_labels`). Without one the
+            labels are taken by nearest neighbour (themselves on the same grid).
+        method : str
+            Interpolator used through ``transform``.
+        """
         from ..align.resample import resample_labels
 
-        if self.image.same_grid(reference):
-            return self
-        return LabelMap(resample_labels(self.image, reference), dict(self.names), self.source)
+        if transform is None:
+            if self.image.same_grid(reference):
+                return self
+            method = "nearest"
+        return LabelMap(resample_labels(self.image, reference, transform, method=method), dict(self.names),
+                        self.source)
 
 
 def nifti_stem(path: Path) -> str:

@@ -232,7 +232,7 @@ def _reload_images(data: ReportData) -> None:
         try:
             lm = read_label_map(lab_path)
             transforms, note = _transforms(data, len(study.timepoints))
-            labels = [_labels_on(lm, tp.emission.image, tr) for tp, tr in zip(study.timepoints, transforms)]
+            labels = [lm.resampled_to(tp.emission.image, tr) for tp, tr in zip(study.timepoints, transforms)]
         except (SpectrackError, OSError, RuntimeError) as err:
             labels = None
             note = f"the label map {lab_path} could not be placed ({err}): projections shown without region outlines."
@@ -255,16 +255,6 @@ def _transforms(data: ReportData, n: int) -> tuple[list, str | None]:
     from ..align.register import load_transform
 
     return [load_transform(f) for f in files], None
-
-
-def _labels_on(lm, image, transform):
-    """A label map on an emission grid, through a registration transform when given (nearest neighbour)."""
-    if transform is None:
-        return lm.resampled_to(image)
-    from ..align.resample import resample_labels
-    from ..regions.labels import LabelMap
-
-    return LabelMap(resample_labels(lm.image, image, transform), dict(lm.names), lm.source)
 
 
 def render_report(data: ReportData, *, log_y: bool = False) -> tuple[str, dict[str, bytes]]:
