@@ -606,8 +606,7 @@ def register_timepoints(timepoints, reference_index: int = 0, *, mode: str = "ct
         results = [one(n, tp) for n, tp in enumerate(tps)]
     for res in results:
         warnings.extend(res.warnings)
-    return TimepointTransforms(results, warnings, reference_index,
-                               working_spacing_mm if use_ct and working_spacing_mm is not None else None)
+    return TimepointTransforms(results, warnings, reference_index, working_spacing_mm if use_ct else None)
 
 
 # ------------------------------------------------------------- labels, I/O

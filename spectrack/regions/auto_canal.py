@@ -381,9 +381,8 @@ def find_canal(ct: Image, body: np.ndarray, *, canal_radius_mm: float, bone_hu: 
     # The fluid window alone erodes the canal by the CT's blur (a monkey's canal on a CT of 1 mm FWHM: to half
     # its volume, and a quarter of a human canal's area on the 512x512x300 benchmark CT). One ring, in plane,
     # inside the bony ring; soft tissue touching the canal is taken too (one voxel at most), the lesser error.
-    box = ndi.find_objects(sub.astype(np.int8))
-    if box:  # work in the canal's bounding box, 4 voxels wider in plane
-        bb = (box[0][0],) + tuple(slice(max(b.start - 4, 0), b.stop + 4) for b in box[0][1:])
+    bb = _crop(sub, 3.0 * px, sp, in_plane=True)  # the canal's box, wide enough for the 3 rings below
+    if bb is not None:
         s_bb, hu_bb = sub[bb], hu[k0:k1][bb]
         outer = ndi.binary_dilation(s_bb, structure=st2, iterations=3) & bone[k0:k1][bb]
         if outer.any():
