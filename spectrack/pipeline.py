@@ -208,7 +208,10 @@ def run_study(
     # registration does not need the regions: once they are known to exist it starts in a thread (SimpleITK
     # releases the GIL) and overlaps with segmenting them; its errors surface at the align stage
     pending_registration = None
-    if settings.register and len(study.timepoints) > 1 and 0 <= settings.reference < len(study.timepoints):
+    if settings.register and len(study.timepoints) > 1:
+        if not 0 <= settings.reference < len(study.timepoints):
+            raise InputError(f"--reference {settings.reference} is out of range "
+                             f"(0..{len(study.timepoints) - 1})")
         from concurrent.futures import ThreadPoolExecutor
 
         from .align.register import register_timepoints
@@ -228,10 +231,7 @@ def run_study(
     reg = None
     registration = None
     step("align", 0.3)
-    if settings.register and len(study.timepoints) > 1:
-        if pending_registration is None:
-            raise InputError(f"--reference {settings.reference} is out of range "
-                             f"(0..{len(study.timepoints) - 1})")
+    if pending_registration is not None:
         mode, future = pending_registration
         reg = future.result()
         study.warnings.extend(reg.warnings)
