@@ -245,3 +245,27 @@ def test_label_map_declaring_4096_cubed_is_refused_before_allocation(tmp_path):
     (tmp_path / "big_labels.nii").write_bytes(raw)
     with pytest.raises(InputError, match="refusing to allocate|truncated"):
         read_label_map(tmp_path / "big_labels.nii")
+
+
+def test_overlapping_regions_each_over_their_own_mask_groups_and_remainder_once(tmp_path, nifti_study):
+    """A body outline around the organs: body holds everything in it, organs their own, outside adds up once."""
+    truth = nifti_study(tmp_path, units="Bq/mL")
+    st = load_study(tmp_path)
+    g = st.timepoints[0].emission.image
+    base = read_label_map(tmp_path / "labels.nii.gz")
+    brain, liver = base.image.array == 1, base.image.array == 2
+    body = np.zeros(g.array.shape, bool)
+    body[1:10, 1:11, 1:13] = True  # holds both organs and more
+    lm = LabelMap.from_masks(g, {1: brain, 2: liver, 3: body}, {1: "brain", 2: "liver", 3: "body"})
+    assert sorted(lm.overlaps) == [3]
+    assert sum("overlap" in w for w in lm.warnings) == 2
+    df = quantify(st, lm)
+    for tr, (_, t) in zip(truth, df.groupby("timepoint")):
+        t = t.set_index("region")
+        assert t.loc["brain", "pct_id"] == pytest.approx(tr["brain"], rel=1e-5)
+        assert t.loc["liver", "pct_id"] == pytest.approx(tr["liver"], rel=1e-5)
+        assert t.loc["body", "pct_id"] == pytest.approx(tr["brain"] + tr["liver"], rel=1e-5)
+        assert t.loc["body", "n_voxels"] == int(body.sum())
+        # the exclusive partition covers the body once: nothing is left outside it
+        assert t.loc["outside_regions", "pct_id"] == pytest.approx(0.0, abs=1e-6)
+        assert t.loc["outside_regions", "n_voxels"] == body.size - body.sum()

@@ -34,7 +34,6 @@ import numpy as np
 from ..errors import InconsistentInputError, InputError
 from ..geometry import Image, to_sitk
 from ..regions.labels import LabelMap
-from .resample import resample_labels
 from .shrink import shrink_to_spacing
 
 __all__ = [
@@ -634,9 +633,9 @@ def propagate_labels(labels: LabelMap, transform, target: Image) -> LabelMap:
         inverse = tf.GetInverse()
     except RuntimeError:
         raise InconsistentInputError("the transform cannot be inverted: give a rigid or affine transform") from None
-    out = resample_labels(labels.image, target, inverse)
-    src = f"{labels.source} propagated" if labels.source else "propagated"
-    return LabelMap(out, dict(labels.names), src)
+    out = labels.resampled_to(target, inverse, method="nearest")
+    out.source = f"{labels.source} propagated" if labels.source else "propagated"
+    return out
 
 
 def save_transform(transform, path) -> Path:

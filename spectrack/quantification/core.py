@@ -144,7 +144,7 @@ def quantify(
         lab = lm.resampled_to(img, tr, method=label_resampling)
         per_tp_labels.append(lab)
         ri = RegionIndex(lab.image.array)
-        if ri.labels.size == 0:
+        if ri.labels.size == 0 and not any(m.any() for m in lab.overlaps.values()):
             raise LabelError(f"the label map ({lm.source or 'given'}) does not overlap the emission volume of "
                              f"time point {tp.index}: check that labels and images are of the same subject and "
                              "space (or register them)")
@@ -170,11 +170,18 @@ def quantify(
                         max_bq_per_ml=mx * k * 1e6 / vox_ml,
                         mean_bq_per_ml_decay_corrected=(a * dfac * 1e6 / vol) if vol > 0 else np.nan)
 
-        by_name = {}
+        by_name = {}  # exclusive parts: groups add them up so a shared voxel counts once
         for lab_idx, cnt, s, mx in zip(ri.labels, ri.counts, st["sum"], st["max"]):
-            name = lab.names.get(int(lab_idx), f"label_{lab_idx}")
-            by_name[name] = (cnt, s, mx)
-            rows.append(row(name, int(lab_idx), "region", cnt, s, mx))
+            by_name[lab.names.get(int(lab_idx), f"label_{lab_idx}")] = (cnt, s, mx)
+        own = {}  # regions quantified over their own full mask (they overlap others)
+        for lab_idx, m in lab.overlaps.items():
+            vals = act[m]
+            if vals.size:
+                own[lab_idx] = (vals.size, float(np.sum(vals, dtype=np.float64)), float(vals.max()))
+        for lab_idx in sorted(set(int(v) for v in ri.labels) | set(own)):
+            name = lab.names.get(lab_idx, f"label_{lab_idx}")
+            cnt, s, mx = own[lab_idx] if lab_idx in own else by_name[name]
+            rows.append(row(name, lab_idx, "region", cnt, s, mx))
         # regions named in the label map but absent on this grid (outside the field of view)
         for idx, name in sorted(lm.names.items()):
             if name not in by_name and idx in set(lm.present()):

@@ -28,17 +28,36 @@ class LabelMap:
     Parameters
     ----------
     image : Image
-        Integer labels, 0 = background.
+        Integer labels, 0 = background: an exclusive partition (each voxel
+        belongs to at most one region).
     names : dict of int to str
         Region name of each index present. Indices without a name are called
         ``label_<index>``.
     source : str
         Where the labels came from (file path, "automatic", "drawn").
+    overlaps : dict of int to numpy.ndarray, optional
+        The region's own full mask (bool, same shape as ``image``) for the
+        regions whose source shape overlaps another region's (a BODY contour
+        around organs, nested targets). ``image`` then gives each shared voxel
+        to the smallest region (see :meth:`from_masks`); each region in
+        ``overlaps`` is quantified over its own mask, while groups and the
+        remainder use the exclusive partition so every voxel counts once.
+    meta : dict, optional
+        What the file said about where it belongs: ``frame_of_reference_uid``,
+        ``patient_id``, ``study_uid``, ``referenced_series_uid``, and the rules
+        a reader applied (e.g. ``fraction_rule``), all JSON-ready.
+    warnings : list of str, optional
+        What the reader assumed or dropped (missing names, regions without
+        voxels on the grid, overlaps): shown in ``study.json``, the report and
+        the CLI.
     """
 
     image: Image
     names: dict[int, str] = field(default_factory=dict)
     source: str = ""
+    overlaps: dict[int, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         arr = self.image.array
@@ -53,6 +72,80 @@ class LabelMap:
         self.names = {int(k): str(v) for k, v in self.names.items()}
         for v in present:
             self.names.setdefault(v, f"label_{v}")
+        own = {}
+        for k, m in (self.overlaps or {}).items():
+            m = np.asarray(m, dtype=bool)
+            if m.shape != self.image.array.shape:
+                raise LabelError(f"label map {self.source or ''}: the own mask of region {k} has shape {m.shape}, "
+                                 f"not the label image's {self.image.array.shape}")
+            if int(k) not in self.names:
+                raise LabelError(f"label map {self.source or ''}: own mask for region {k}, which has no name")
+            own[int(k)] = m
+        self.overlaps = own
+
+    @classmethod
+    def from_masks(cls, grid: Image, masks, names: dict[int, str], *, source: str = "", meta: dict | None = None,
+                   warnings: list[str] | None = None) -> "LabelMap":
+        """Labels from one boolean mask per region, which may overlap.
+
+        Parameters
+        ----------
+        grid : Image
+            The grid of the masks (its values are not used).
+        masks : dict of int to numpy.ndarray
+            ``{index: bool mask}`` on ``grid``.
+        names : dict of int to str
+            Region names.
+        source, meta, warnings
+            As in :class:`LabelMap`.
+
+        Returns
+        -------
+        LabelMap
+            The exclusive partition gives a voxel shared by several regions to
+            the smallest of them (the nested target inside the body outline);
+            every region that lost voxels to a smaller one keeps its own full
+            mask in ``overlaps``, and one warning per overlapping pair gives the
+            shared volume.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> g = Image(np.zeros((1, 1, 4)), (0, 0, 0), (1, 1, 1), np.eye(3))
+        >>> body = np.array([[[1, 1, 1, 1]]], bool)
+        >>> organ = np.array([[[0, 1, 1, 0]]], bool)
+        >>> lm = LabelMap.from_masks(g, {1: body, 2: organ}, {1: "body", 2: "liver"})
+        >>> lm.image.array.tolist(), sorted(lm.overlaps), int(lm.mask("body").sum())
+        ([[[1, 2, 2, 1]]], [1], 4)
+        """
+        masks = {int(k): np.asarray(m, dtype=bool) for k, m in masks.items()}
+        shape = grid.array.shape
+        arr = np.zeros(shape, dtype=np.int32)
+        sizes = {k: int(np.count_nonzero(m)) for k, m in masks.items()}
+        for k in sorted(masks, key=lambda k: (-sizes[k], k)):  # largest first: smaller regions overwrite
+            arr[masks[k]] = k
+        warn = list(warnings or [])
+        overlaps: dict[int, np.ndarray] = {}
+        keys = [k for k in sorted(masks) if sizes[k]]
+        vox_ml = float(np.prod(grid.spacing_mm)) / 1000.0
+        total = np.zeros(shape, dtype=np.int16)
+        for k in keys:
+            total += masks[k]
+        if keys and int(total.max()) > 1:
+            shared = total > 1
+            for a_pos, a in enumerate(keys):
+                ma = masks[a] & shared
+                if not ma.any():
+                    continue
+                for b in keys[a_pos + 1:]:
+                    n = int(np.count_nonzero(ma & masks[b]))
+                    if n:
+                        warn.append(f"regions {names.get(a, a)} and {names.get(b, b)} overlap in {n} voxels "
+                                    f"({n * vox_ml:.3g} mL): each is quantified over its own mask; groups and "
+                                    f"the remainder count a shared voxel once, for the smaller region")
+            counts = np.bincount(arr.ravel(), minlength=max(keys) + 1)
+            overlaps = {k: masks[k] for k in keys if counts[k] < sizes[k]}  # regions that lost shared voxels
+        return cls(grid.with_array(arr, units="label"), dict(names), source, overlaps, dict(meta or {}), warn)
 
     @property
     def indices(self) -> list[int]:
@@ -60,18 +153,26 @@ class LabelMap:
         return sorted(self.names)
 
     def present(self) -> list[int]:
-        """Indices that occur in the image."""
-        return [int(v) for v in np.unique(self.image.array) if v != 0]
+        """Indices that occur in the image (or in an own mask)."""
+        found = {int(v) for v in np.unique(self.image.array) if v != 0}
+        found |= {k for k, m in self.overlaps.items() if m.any()}
+        return sorted(found)
 
     def mask(self, name_or_index) -> np.ndarray:
-        """Boolean mask of one region."""
+        """Boolean mask of one region (its own full mask where it overlaps others)."""
         idx = name_or_index
         if isinstance(name_or_index, str):
             rev = {v: k for k, v in self.names.items()}
             if name_or_index not in rev:
                 raise LabelError(f"no region named {name_or_index!r}; have {sorted(rev)}")
             idx = rev[name_or_index]
+        if int(idx) in self.overlaps:
+            return self.overlaps[int(idx)]
         return self.image.array == idx
+
+    def _derived(self, image: Image, overlaps: dict, source: str | None = None) -> "LabelMap":
+        return LabelMap(image, dict(self.names), self.source if source is None else source, overlaps,
+                        dict(self.meta), list(self.warnings))
 
     def resampled_to(self, reference: Image, transform=None, *, method: str = "nearest") -> "LabelMap":
         """These labels on ``reference``'s grid.
@@ -86,7 +187,8 @@ class LabelMap:
             :func:`spectrack.align.resample.resample_labels`). Without one the
             labels are taken by nearest neighbour (themselves on the same grid).
         method : str
-            Interpolator used through ``transform``.
+            Interpolator used through ``transform``. Own masks of overlapping
+            regions are resampled the same way, each as a one-region label image.
         """
         from ..align.resample import resample_labels
 
@@ -94,8 +196,11 @@ class LabelMap:
             if self.image.same_grid(reference):
                 return self
             method = "nearest"
-        return LabelMap(resample_labels(self.image, reference, transform, method=method), dict(self.names),
-                        self.source)
+        image = resample_labels(self.image, reference, transform, method=method)
+        overlaps = {k: resample_labels(self.image.with_array(m.astype(np.uint8), units="label"), reference,
+                                       transform, method=method).array > 0
+                    for k, m in self.overlaps.items()}
+        return self._derived(image, overlaps)
 
 
 def nifti_stem(path: Path) -> str:
