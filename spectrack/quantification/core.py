@@ -122,6 +122,8 @@ def quantify(
         injected_measured_at=injected_measured_at, residual_mbq=residual_mbq, residual_time=residual_time,
         half_life_h=half_life_h, radionuclide=radionuclide)
     warnings: list[str] = list(study.warnings)
+    for lm in labels if isinstance(labels, list) else [labels]:  # what the region reader assumed or dropped
+        warnings += [w for w in lm.warnings if w not in warnings]
     for tp in study.timepoints:
         dt_h = params.hours_after_injection(tp.acquisition_start)
         if dt_h < 0:
