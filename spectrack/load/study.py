@@ -10,8 +10,9 @@
   their times;
 * a list of NIfTI files with ``times_h`` (hours after injection) given.
 
-Emission volumes (NM, PT) become time points sorted by acquisition start;
-each is paired with the CT of the same frame of reference, else of the same
+Emission volumes (NM, PT) become time points sorted by acquisition start; a
+scan found twice (DICOM and NIfTI copies of one acquisition) is loaded once
+(see :mod:`spectrack.load.duplicates`). Each is paired with the CT of the same frame of reference, else of the same
 DICOM study nearest in time, else of the same file prefix.
 """
 
@@ -22,6 +23,7 @@ import json
 from pathlib import Path
 
 from ..errors import InconsistentInputError, InputError
+from .duplicates import drop_duplicate_scans
 from .model import Series, Study, TimePoint
 from .nifti import (find_nifti_files, is_label_file, parse_datetime, read_nifti_series, read_scans_tsv)
 
@@ -398,6 +400,10 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
                                      "put each subject's images in its own folder (or use 'spectrack batch')")
     subj = subject or settings.get("subject") or (ids.pop() if ids else None) or \
         (root.stem if root.is_file() else root.name)
+
+    kept = {id(s) for s in drop_duplicate_scans(series, warnings, root=root)}
+    emissions = [s for s in emissions if id(s) in kept]
+    cts = [s for s in cts if id(s) in kept]
 
     missing_t = [s for s in emissions if s.acquisition_start is None]
     if missing_t:
