@@ -676,3 +676,63 @@ def test_ct_int16_when_exact_float32_otherwise(tmp_path):
     assert s4.image.array.dtype == np.float32
     for k in range(4):
         np.testing.assert_allclose(s4.image.array[k], stored4[k] * (1.0 + 0.5 * (k % 2)) - 1024.0)
+
+
+def _tomo_projections(n_views=6, n_det=2, description="SPECT raw", **kw) -> Dataset:
+    """Raw SPECT projections as a camera writes them: NM TOMO, one frame per view and detector."""
+    frames = np.random.default_rng(1).integers(0, 60, size=(n_views * n_det, 8, 8))
+    ds = make_nm(frames, image_type="TOMO", SeriesDescription=description, drop=("SliceVector",), **kw)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMO", "EMISSION"]
+    ds.FrameIncrementPointer = [Tag(0x0054, 0x0010), Tag(0x0054, 0x0020), Tag(0x0054, 0x0050),
+                                Tag(0x0054, 0x0090)]  # energy window, detector, rotation, angular view
+    ds.EnergyWindowVector = [1] * (n_views * n_det)
+    ds.DetectorVector = [d + 1 for d in range(n_det) for _ in range(n_views)]
+    ds.RotationVector = [1] * (n_views * n_det)
+    ds.AngularViewVector = list(range(1, n_views + 1)) * n_det
+    ds.NumberOfDetectors = n_det
+    ds.DetectorInformationSequence = Sequence([Dataset() for _ in range(n_det)])
+    rot = ds.RotationInformationSequence[0]
+    rot.AngularStep = 180.0 / n_views  # each detector covers half the circle
+    rot.ScanArc = 180.0
+    rot.NumberOfFramesInRotation = n_views
+    return ds
+
+
+def test_ct_plus_tomo_projections_refused_naming_them(tmp_path, capsys):
+    """Issue 11 section 4: the refusal says which NM files were skipped and why."""
+    from spectrack import load_study
+    from spectrack.cli import main
+
+    write_ct(tmp_path / "ct")
+    _save(_tomo_projections(n_views=6, n_det=2), tmp_path / "nm" / "proj.dcm")
+    with pytest.raises(InputError) as e:
+        load_study(tmp_path)
+    msg = str(e.value)
+    assert "(found: CT)" in msg
+    assert "NM series 'SPECT raw' (nm/proj.dcm): TOMO projections, not a reconstructed volume" in msg
+    assert "ImageType ORIGINAL\\PRIMARY\\TOMO\\EMISSION" in msg
+    assert "12 frames = 6 angular views x 2 detectors" in msg
+    assert "30 deg steps, 180 deg arc" in msg
+    assert "export the reconstruction (ImageType RECON TOMO)" in msg
+    rc = main(["quantify", str(tmp_path), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 3
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nm/proj.dcm" in lines[0] and "TOMO projections" in lines[0], err
+
+
+def test_many_projection_files_are_summarised(tmp_path):
+    """One projection per file (some cameras export so): the first three are named, the rest counted."""
+    from spectrack import load_study
+
+    write_ct(tmp_path / "ct")
+    uid = generate_uid()
+    for v in range(5):
+        ds = _tomo_projections(n_views=1, n_det=1, description=f"view {v + 1}", series_uid=uid)
+        _save(ds, tmp_path / "nm" / f"view{v + 1}.dcm")
+    with pytest.raises(InputError) as e:
+        load_study(tmp_path)
+    msg = str(e.value)
+    assert "(nm/view1.dcm): TOMO projections" in msg and "(nm/view3.dcm)" in msg and "view4" not in msg
+    assert "1 frame = 1 angular view, 180 deg steps" in msg
+    assert "and 2 more NM objects skipped" in msg

@@ -973,6 +973,30 @@ def _frame_pointers(ds, where: str) -> list[str]:
     return out
 
 
+def _acquisition_summary(ds, itype: list[str]) -> str:
+    """What an NM acquisition object holds, for the message that skips it (never raises)."""
+    parts = ["ImageType " + "\\".join(itype)]
+    frames = _int_or(ds, "NumberOfFrames") or 1
+    counts = []
+    for kw, what in (("AngularViewVector", "angular views"), ("DetectorVector", "detectors"),
+                     ("EnergyWindowVector", "energy windows"), ("RotationVector", "rotations")):
+        n = len(set(str(v) for v in _as_list(_safe_raw(ds, kw))))
+        if n > 1 or (n == 1 and kw == "AngularViewVector"):
+            counts.append(f"{n} {what if n != 1 else what[:-1]}")
+    if not any("detectors" in c for c in counts) and (_int_or(ds, "NumberOfDetectors") or 0) > 1:
+        counts.append(f"{_int_or(ds, 'NumberOfDetectors')} detectors")
+    parts.append(f"{frames} frame{'s' if frames != 1 else ''}" + (f" = {' x '.join(counts)}" if counts else ""))
+    rot = _safe_raw(ds, "RotationInformationSequence")
+    if rot:
+        item = rot[0]
+        for kw, what in (("AngularStep", "deg steps"), ("ScanArc", "deg arc")):
+            try:
+                parts.append(f"{float(_safe_text(item, kw)):g} {what}")
+            except ValueError:  # absent or malformed: not worth a word here
+                pass
+    return ", ".join(parts)
+
+
 def read_nm_multiframe(path_or_dataset) -> Series:
     """Read a reconstructed SPECT volume (NM Image Storage, ``RECON TOMO``).
 
@@ -1016,8 +1040,9 @@ def _read_nm(path: Path | None, ds) -> Series:
     pointers = _frame_pointers(ds, where)
     if v3 not in _NM_RECON:
         if v3 in _NM_PLANAR:
-            what = "TOMO projections, not a reconstructed volume" if "TOMO" in v3 else \
-                f"planar {v3} acquisition, not a volume (planar_counts() reads it)"
+            what = f"{v3} projections, not a reconstructed volume ({_acquisition_summary(ds, itype)}); reconstruct " \
+                "them and export the reconstruction (ImageType RECON TOMO)" if "TOMO" in v3 else \
+                f"planar {v3} acquisition, not a volume ({_acquisition_summary(ds, itype)}; planar_counts() reads it)"
             raise _SkipSeries(f"{where}: {what}")
         if "SliceVector" not in pointers:
             raise _SkipSeries(f"{where}: ImageType {itype} is not RECON TOMO and frames are not slices")
@@ -1640,7 +1665,11 @@ def _load_group(kind: str, items: list, root: Path):
             else:
                 s = _read_stack(chunk, kind)
         except _SkipSeries as e:
-            yield chunk[0][0], None, [f"skipped {lab}: {e}"]
+            if how == "nm":  # name the file by its path in the folder, not only its name
+                msg = str(e).removeprefix(f"{_where(chunk[0][0], chunk[0][1])}: ")
+                yield chunk[0][0], None, [f"skipped {_label(chunk, root, kind)}: {msg}"]
+            else:
+                yield chunk[0][0], None, [f"skipped {lab}: {e}"]
             continue
         msgs = [f"{lab}: {w}" for w in s.get("load_warnings", [])]
         yield chunk[0][0], s, msgs

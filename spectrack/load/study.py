@@ -378,7 +378,12 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
     cts = [s for s in series if s.modality == "CT"]
     if not emissions:
         found = ", ".join(sorted({s.modality for s in series})) or "nothing"
-        raise InputError(f"no SPECT (NM RECON TOMO) or PET volume found in {path} (found: {found})")
+        nm_skipped = [w[len("skipped "):] for w in warnings if w.startswith("skipped NM")]
+        why = ""
+        if nm_skipped:
+            more = f"; and {len(nm_skipped) - 3} more NM objects skipped" if len(nm_skipped) > 3 else ""
+            why = f"; NM skipped: {'; '.join(nm_skipped[:3])}{more}"
+        raise InputError(f"no SPECT (NM RECON TOMO) or PET volume found in {path} (found: {found}){why}")
 
     if times_h is not None:
         times_h = [float(t) for t in times_h]
