@@ -250,3 +250,29 @@ def test_same_voxels_on_any_orientation(code):
     assert same_voxels_on(a, shifted) is None
     finer = Image(other.array, origin_mm=other.origin_mm, spacing_mm=other.spacing_mm * 1.01, direction=other.direction)
     assert same_voxels_on(a, finer) is None
+
+
+def test_ct_copy_with_converter_time_is_skipped(both, tmp_path):
+    """A NIfTI CT whose time a converter took from another slice (30 s later) is still the DICOM CT's copy."""
+    root, truth = _copy(both, tmp_path)
+    tsv = root / "nifti" / "scans.tsv"
+    rows = [ln.split("\t") for ln in tsv.read_text().splitlines()]
+    for r in rows:
+        if r[0] == "tp1_ct.nii.gz":
+            r[1] = (pd.Timestamp(r[1]) + pd.Timedelta(seconds=30)).isoformat()
+    tsv.write_text("\n".join("\t".join(r) for r in rows) + "\n")
+    study = load_study(root)
+    assert len(study.timepoints) == len(truth["timepoints"]) and not study.extra_series
+    assert any(w.startswith("skipped NIfTI nifti/tp1_ct.nii.gz: the same CT") for w in study.warnings)
+
+
+def test_differing_ct_with_same_start_is_kept_without_error(both, tmp_path):
+    """Two CT reconstructions of one acquisition are normal: the CT is not quantified, so no refusal."""
+    root, truth = _copy(both, tmp_path)
+    _edit_nifti(root / "nifti" / "tp0_ct.nii.gz", lambda a: np.where(a > 0, a + 200.0, a))  # another kernel
+    study = load_study(root)
+    assert len(study.timepoints) == len(truth["timepoints"])
+    assert not str(study.timepoints[0].ct.files[0]).endswith(".nii.gz")  # same FrameOfReferenceUID as the SPECT
+    assert [str(s.files[0]).endswith("tp0_ct.nii.gz") for s in study.extra_series] == [True]
+    assert not any("tp0_ct.nii.gz" in w and w.startswith("skipped") for w in study.warnings)
+    assert any("1 CT series not paired" in w for w in study.warnings)

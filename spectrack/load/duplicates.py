@@ -36,6 +36,13 @@ DICOM and NIfTI store the same voxels in different orders; see
 Values within these tolerances give the same %ID within 0.1 %; anything
 else is two different images claiming to be one scan, and the user must say
 which one is right (by removing the other).
+
+CTs are not quantified, and one CT acquisition is often reconstructed twice
+(two kernels or slice thicknesses, same start). So a CT is a copy of another
+when it starts within :data:`CT_COPY_WINDOW_S` of it (converters may take
+the time of another slice) and agrees with it as above; it is then skipped
+with a warning, so it neither pairs with a time point nor shows up as an
+unpaired CT. CTs that differ are all kept, without an error.
 """
 
 from __future__ import annotations
@@ -48,11 +55,13 @@ import numpy as np
 from ..errors import InconsistentInputError
 from .model import Series
 
-__all__ = ["drop_duplicate_scans", "same_voxels_on", "SAME_START_S", "SAME_DURATION_S", "GRID_TOL_VOXEL",
+__all__ = ["drop_duplicate_scans", "same_voxels_on", "SAME_START_S", "SAME_DURATION_S", "CT_COPY_WINDOW_S", "GRID_TOL_VOXEL",
            "VALUE_REL_TOL", "PEAK_REL_TOL", "TOTAL_REL_TOL"]
 
 #: Two acquisitions starting within this many seconds start "at the same time".
 SAME_START_S = 1.0
+#: Two CTs this close in time (seconds) holding the same voxels and values are one CT.
+CT_COPY_WINDOW_S = 300.0
 #: Two durations within this many seconds are "the same duration".
 SAME_DURATION_S = 1.0
 #: Largest distance (in voxels) between matching voxel centres of two copies.
@@ -289,24 +298,22 @@ def drop_duplicate_scans(series: list[Series], warnings: list[str], *, root=None
     Raises
     ------
     InconsistentInputError
-        Two copies of one scan disagree (values, grid, units, decay state,
-        duration, injection), or two emission volumes start together but
-        last differently long.
+        Two copies of one emission scan disagree (values, grid, units, decay
+        state, duration, injection), or two emission volumes start together
+        but last differently long.
     """
     root = Path(root) if root is not None else None
     if root is not None and root.is_file():
         root = root.parent
-    timed = [s for s in series if s.acquisition_start is not None and s.modality in ("NM", "PT", "CT")]
     skipped: dict[int, tuple] = {}
-    for group in _copies(timed):
-        if len(group) < 2:
-            continue
+    emissions = [s for s in series if s.acquisition_start is not None and s.modality in ("NM", "PT")]
+    for group in _copies(emissions):
         keep = group[0]
         for other in group[1:]:
-            what = "CT" if keep.modality == "CT" else f"{keep.modality} scan"
+            what = f"{keep.modality} scan"
             both = f"{_name(keep, root)} and {_name(other, root)}"
             da, db = keep.get("duration_s"), other.get("duration_s")
-            if keep.modality != "CT" and da and db and abs(float(da) - float(db)) > SAME_DURATION_S:
+            if da and db and abs(float(da) - float(db)) > SAME_DURATION_S:
                 raise InconsistentInputError(
                     f"two {keep.modality} volumes start at {_when(keep)} but last {float(da):g} s and "
                     f"{float(db):g} s ({both}): they are not copies of one scan and cannot be two time points; "
@@ -316,9 +323,21 @@ def drop_duplicate_scans(series: list[Series], warnings: list[str], *, root=None
                 raise InconsistentInputError(
                     f"the {what} starting {_when(keep)} is in the input twice ({both}) and the copies disagree: "
                     f"{why}; remove the wrong copy (or put each format in its own folder)")
-            skipped[id(other)] = (keep.acquisition_start, keep.modality == "CT", _name(other, root),
+            skipped[id(other)] = (keep.acquisition_start, False, _name(other, root),
                                   f"the same {what} (start {_when(keep)}) with the same voxel values as "
                                   f"{_name(keep, root)}; each scan is quantified once")
+    # CTs: a copy is a CT of the subject within CT_COPY_WINDOW_S holding the same voxels and values. CTs that
+    # differ stay (two reconstructions of one CT acquisition are common, and the CT is not quantified).
+    kept_cts: list[Series] = []
+    for c in sorted((s for s in series if s.acquisition_start is not None and s.modality == "CT"), key=_preference):
+        twin = next((k for k in kept_cts if _same_subject(k, c)
+                     and abs((k.acquisition_start - c.acquisition_start).total_seconds()) <= CT_COPY_WINDOW_S
+                     and _value_disagreement(k, c) is None), None)
+        if twin is None:
+            kept_cts.append(c)
+            continue
+        skipped[id(c)] = (twin.acquisition_start, True, _name(c, root),
+                          f"the same CT (start {_when(twin)}) with the same voxel values as {_name(twin, root)}")
     for _, _, name, why in sorted(skipped.values()):
         warnings.append(f"skipped {name}: {why}")
     return [s for s in series if id(s) not in skipped]
