@@ -276,3 +276,16 @@ def test_differing_ct_with_same_start_is_kept_without_error(both, tmp_path):
     assert [str(s.files[0]).endswith("tp0_ct.nii.gz") for s in study.extra_series] == [True]
     assert not any("tp0_ct.nii.gz" in w and w.startswith("skipped") for w in study.warnings)
     assert any("1 CT series not paired" in w for w in study.warnings)
+
+
+def test_bundled_sample_folder_has_six_scans():
+    """The issue's case: sample_data/nhp_study/ as a whole (DICOM and NIfTI of 6 scans) is 6 time points."""
+    from spectrack.phantom.sample import sample_study
+
+    info = sample_study()
+    truth = json.loads(info["truth"].read_text())
+    study = load_study(info["path"].parent)
+    assert [tp.acquisition_start.isoformat() for tp in study.timepoints] == \
+        [tp["acquisition_start"] for tp in truth["timepoints"]]
+    skipped = [w for w in study.warnings if w.startswith("skipped NIfTI nifti/")]
+    assert len(skipped) == 2 * len(truth["timepoints"])  # each scan's SPECT and CT copy

@@ -55,8 +55,8 @@ import numpy as np
 from ..errors import InconsistentInputError
 from .model import Series
 
-__all__ = ["drop_duplicate_scans", "same_voxels_on", "SAME_START_S", "SAME_DURATION_S", "CT_COPY_WINDOW_S", "GRID_TOL_VOXEL",
-           "VALUE_REL_TOL", "PEAK_REL_TOL", "TOTAL_REL_TOL"]
+__all__ = ["drop_duplicate_scans", "same_voxels_on", "SAME_START_S", "SAME_DURATION_S", "CT_COPY_WINDOW_S",
+           "GRID_TOL_VOXEL", "VALUE_REL_TOL", "PEAK_REL_TOL", "TOTAL_REL_TOL"]
 
 #: Two acquisitions starting within this many seconds start "at the same time".
 SAME_START_S = 1.0
@@ -247,7 +247,7 @@ def _value_disagreement(keep: Series, other: Series) -> str | None:
     if worst_at is not None:
         i, j, k, va, vb = worst_at
         return (f"voxel values differ ({va:.6g} against {vb:.6g} {keep.get('units') or ''} at voxel i={i} j={j} "
-                f"k={k} of the first, peak {peak:.6g}; allowed {VALUE_REL_TOL:g} of the value + {PEAK_REL_TOL:g} of "
+                f"k={k} of the {_format(keep)} copy, peak {peak:.6g}; allowed {VALUE_REL_TOL:g} of the value + {PEAK_REL_TOL:g} of "
                 f"the peak{' + 0.5' if allow_units else ''})")
     denom = max(abs(total_a), abs(total_b))
     if denom > 0 and abs(total_a - total_b) > TOTAL_REL_TOL * denom:
