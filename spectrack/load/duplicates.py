@@ -247,8 +247,8 @@ def _value_disagreement(keep: Series, other: Series) -> str | None:
     if worst_at is not None:
         i, j, k, va, vb = worst_at
         return (f"voxel values differ ({va:.6g} against {vb:.6g} {keep.get('units') or ''} at voxel i={i} j={j} "
-                f"k={k} of the {_format(keep)} copy, peak {peak:.6g}; allowed {VALUE_REL_TOL:g} of the value + {PEAK_REL_TOL:g} of "
-                f"the peak{' + 0.5' if allow_units else ''})")
+                f"k={k} of the {_format(keep)} copy, peak {peak:.6g}; allowed {VALUE_REL_TOL:g} of the value + "
+                f"{PEAK_REL_TOL:g} of the peak{' + 0.5' if allow_units else ''})")
     denom = max(abs(total_a), abs(total_b))
     if denom > 0 and abs(total_a - total_b) > TOTAL_REL_TOL * denom:
         return (f"their totals differ by {100 * abs(total_a - total_b) / denom:.3g} % (allowed "
