@@ -473,6 +473,7 @@ def _study_file_phantom(root, preset, *, settings: str, **kw):
 def test_opening_another_study_resets_every_field(make_napari_viewer, qtbot, tmp_path):
     """Two phantoms with different sensitivities, doses, injection times, species and calibration, in turn."""
     import datetime as dt
+    import shutil
 
     if _phantom_make_study() is None:
         pytest.skip("spectrack.phantom.make_study is not available yet")
@@ -515,6 +516,20 @@ def test_opening_another_study_resets_every_field(make_napari_viewer, qtbot, tmp
     _run_and_wait(qw, qtbot)
     _assert_truth(qw, truth_b)
     assert (qw.result.table["species"] == "rat").all()
+
+    # the issue's case: a count study that says nothing about its sensitivity gets none, not the last one's
+    shutil.copytree(tmp_path / "rat" / "nifti", tmp_path / "bare")
+    (tmp_path / "bare" / "spectrack.toml").unlink()
+    viewer.open(str(tmp_path / "bare"), plugin="spectrack")
+    qtbot.waitUntil(lambda: qw.study is not None and not qw.busy, timeout=60000)
+    assert qw.sensitivity_spin.value() == 0 and qw.sensitivity_spin.text() == "not given"
+    assert qw.calibration_combo.currentText() == "auto" and qw.species() is None
+    n0 = len(_notifications())
+    qw.run()
+    qtbot.waitUntil(lambda: not qw.busy, timeout=60000)
+    assert qw.result is None and qw.table.rowCount() == 0 and not qw.status_label.text().startswith("done")
+    errors = [str(n.message) for n in _notifications()[n0:] if n.severity == "error"]
+    assert len(errors) == 1 and "sensitivity" in errors[0] and "\n" not in errors[0]
 
 
 def test_default_region_source_exists_and_first_click_quantifies(make_napari_viewer, qtbot, tmp_path):
