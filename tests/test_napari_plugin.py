@@ -383,7 +383,8 @@ def test_sample_quantify_and_screenshots(make_napari_viewer, qtbot, phantom_root
     for key, v in _widget_table(qw).items():
         assert v == pytest.approx(cli[key], rel=1e-6), key
     cw = qw.curve_widget
-    assert cw.selected_regions() == ["liver", "kidneys", "bladder", "cns"]  # CNS group and organs, not all 19
+    assert cw.selected_regions() == ["cns", "liver", "kidneys", "bladder"]  # CNS group and organs, not all 19
+    assert cw.region_list.count() == 18  # 16 regions and 2 groups to choose from
     assert set(cw.plotted_data()) == {"liver", "kidneys", "bladder", "cns"}
     sel = ["brain", "canal_cervical", "canal_lumbar", "injection_site", "liver", "bladder"]
     cw.set_regions(sel)

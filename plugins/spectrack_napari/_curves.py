@@ -295,12 +295,16 @@ class CurveWidget(SingleAxesWidget):
         self._draw()
 
     def region_names(self) -> list[str]:
-        """Regions and groups of the results shown, in table order."""
+        """Groups (``cns``, ``spinal_canal``), then regions of the results shown, in table order."""
         table = self.table
         if table is None:
             return []
-        df = table[table["kind"].isin(_KINDS)] if "kind" in table else table
-        return list(dict.fromkeys(df["region"].astype(str)))
+        if "kind" not in table:
+            return list(dict.fromkeys(table["region"].astype(str)))
+        names: list[str] = []
+        for kind in ("group", "region"):
+            names += list(dict.fromkeys(table.loc[table["kind"] == kind, "region"].astype(str)))
+        return names
 
     def _fill_regions(self) -> None:
         names = self.region_names()

@@ -246,7 +246,12 @@ def study_defaults(path, *, extra: dict | None = None, extra_source: str = "") -
                 break
     label_file = None
     if "labels" in own:
-        label_file = (Path(own["labels"]), values["labels"][1])
+        from spectrack import settings as sm
+
+        lab = own["labels"]
+        if hasattr(sm, "labels_for_study"):  # a per-study pattern ('{study}/labels.nii.gz', '*_dseg.nii.gz')
+            lab = sm.labels_for_study(lab, study.path)
+        label_file = (Path(lab), values["labels"][1])
     else:
         lf = _beside(study)
         if lf is not None:
