@@ -1,9 +1,13 @@
 """Curve dock: time-activity curves of the last quantification, following the time slider.
 
 The curves come from ``layer.metadata["spectrack"]["table"]`` of a Labels
-layer (the quantify dock puts them there); the dock redraws when that
-metadata changes (a re-quantification), when the layer selection changes and
-when the time slider moves (a dashed line marks the current time point).
+layer (the quantify dock puts them there): the selected layer's, else those
+of the study opened last (an older study's curves are never shown for a newer
+one). The dock redraws when that metadata changes (a re-quantification), when
+the layer selection changes and when the time slider moves (a dashed line
+marks the current time point). Ticks in the region list beside the plot choose
+the curves (first :data:`DEFAULT_REGIONS`: the CNS group and the organs), each
+in its own colour, shown as a swatch in the list.
 
 Fits: the model chosen by :mod:`spectrack.kinetics` (AICc among mono-,
 bi-exponential and uptake-washout). They are taken from the run's kinetics
@@ -17,15 +21,30 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
 from napari_matplotlib.base import SingleAxesWidget
-from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QListWidget, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._layers import METADATA_KEY
+from ._timeaxis import follow_time_axis
 
-__all__ = ["CurveWidget", "QUANTITIES"]
+__all__ = ["CurveWidget", "QUANTITIES", "DEFAULT_REGIONS", "default_regions", "curve_colours"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +56,42 @@ QUANTITIES = {
     "activity": ("activity_mbq", "activity_mbq_decay_corrected", "activity_mbq", "MBq", 1.0),
 }
 _KINDS = ("region", "group")
+#: Plotted first: the CNS group and the organs (the other regions are a tick away).
+DEFAULT_REGIONS = ("cns", "liver", "kidneys", "bladder")
+
+
+def default_regions(names) -> list[str]:
+    """The regions plotted at first, in ``names`` order.
+
+    The ``cns`` group (else the CNS regions there are: brain, canal levels)
+    and the organs of :data:`DEFAULT_REGIONS`; for label maps with none of
+    these names, the first six.
+
+    Examples
+    --------
+    >>> default_regions(["brain", "canal_lumbar", "liver", "thyroid", "cns", "field_of_view"])
+    ['liver', 'cns']
+    >>> default_regions(["brain", "liver", "spleen"])
+    ['brain', 'liver']
+    """
+    from spectrack.regions.vocabulary import GROUPS
+
+    names = list(names)
+    wanted = set(DEFAULT_REGIONS) if "cns" in names else (set(DEFAULT_REGIONS) - {"cns"}) | set(GROUPS["cns"])
+    chosen = [n for n in names if n in wanted]
+    return chosen or names[:6]
+
+
+def curve_colours(names) -> dict:
+    """A distinct colour per curve: ``tab10`` for up to 10 curves, else the 20 of ``tab20`` (strong ones first)."""
+    import matplotlib
+
+    names = list(names)
+    if len(names) <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {n: cmap(k) for k, n in enumerate(names)}
+    cmap = matplotlib.colormaps["tab20"]
+    return {n: cmap((2 * k) % 20 + (k // 10) % 2) for k, n in enumerate(names)}
 
 
 def _has_kinetics() -> bool:
@@ -106,7 +161,11 @@ def _fits_from_kinetics(kinetics, quantity: str, correction: str, scale: float) 
 
 
 class CurveWidget(SingleAxesWidget):
-    """Time-activity curves of selected regions (napari-matplotlib dock).
+    """Time-activity curves of chosen regions (napari-matplotlib dock).
+
+    The region list beside the plot says which curves are drawn (tick them)
+    and in which colour; it starts with :data:`DEFAULT_REGIONS` (the CNS
+    group and the organs) rather than every region at once.
 
     Parameters
     ----------
@@ -116,6 +175,8 @@ class CurveWidget(SingleAxesWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent=parent)
         self._source = None  # the Labels layer whose results are shown
+        self._shown_key = None  # (layer id, study path, region names) the ticks belong to
+        self._studies: list[str] = []  # study paths in the order their images were opened
         self._fits: dict = {}  # (run, quantity, correction, region) -> callable or None
         self._fit_worker = None
         self.quantity_combo = QComboBox()
@@ -131,10 +192,28 @@ class CurveWidget(SingleAxesWidget):
         self.fit_check.setEnabled(_has_kinetics())
         self.fit_check.toggled.connect(self._draw)
         self.region_list = QListWidget()
-        self.region_list.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.region_list.setToolTip("regions to plot (none selected: all)")
-        self.region_list.setMaximumWidth(170)
-        self.region_list.itemSelectionChanged.connect(self._draw)
+        self.region_list.setSelectionMode(QAbstractItemView.NoSelection)
+        self.region_list.setToolTip("tick the regions to plot; the colour is the curve's")
+        self.region_list.setMinimumWidth(160)
+        self.region_list.setMaximumWidth(220)
+        self.region_list.itemChanged.connect(self._on_item_changed)
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        for text, tip, fn in (("default", "the CNS group and the organs", self.reset_regions),
+                              ("all", "every region and group", lambda: self.set_regions(self.region_names())),
+                              ("none", "clear the ticks", lambda: self.set_regions([]))):
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(fn)
+            b.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+            buttons.addWidget(b)
+        side = QVBoxLayout()
+        side.setContentsMargins(0, 0, 0, 0)
+        side.addWidget(self.region_list, stretch=1)
+        side.addLayout(buttons)
+        side_w = QWidget()
+        side_w.setLayout(side)
+        side_w.setMaximumWidth(220)
         # one row: [quantity, decay-corrected, fit | matplotlib tools]; below: [plot | regions]
         controls = QWidget()
         row = QHBoxLayout(controls)
@@ -151,7 +230,7 @@ class CurveWidget(SingleAxesWidget):
         top.addWidget(self.toolbar)
         body = QHBoxLayout()
         body.addWidget(self.canvas, stretch=1)
-        body.addWidget(self.region_list)
+        body.addWidget(side_w)
         lay.addLayout(top)
         lay.addLayout(body, stretch=1)
         self.canvas.setMinimumHeight(260)
@@ -159,6 +238,8 @@ class CurveWidget(SingleAxesWidget):
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         for layer in self.viewer.layers:
             layer.events.metadata.connect(self._on_metadata)
+            self._note_study(layer)
+        follow_time_axis(self.viewer)
         self._update_source(force=True)
 
     # ------------------------------------------------------------- sources
@@ -166,16 +247,37 @@ class CurveWidget(SingleAxesWidget):
     def _entry(layer) -> dict:
         return (getattr(layer, "metadata", None) or {}).get(METADATA_KEY) or {}
 
+    def _note_study(self, layer) -> None:
+        entry = self._entry(layer)
+        if entry.get("role") in ("ct", "emission") and entry.get("path"):
+            p = str(Path(entry["path"]))
+            if p in self._studies:
+                self._studies.remove(p)
+            self._studies.append(p)
+
+    def current_study(self) -> str | None:
+        """Path of the study opened last (whose images are still shown)."""
+        present = {str(Path(self._entry(ly)["path"])) for ly in self.viewer.layers
+                   if self._entry(ly).get("role") in ("ct", "emission") and self._entry(ly).get("path")}
+        for p in reversed(self._studies):
+            if p in present:
+                return p
+        return None
+
     def _find_source(self):
+        """The selected layer with results, else the results of the study opened last (never an older one's)."""
         sel = [ly for ly in self.viewer.layers.selection if self._entry(ly).get("table") is not None]
         if sel:
             return sel[0]
-        with_results = [ly for ly in self.viewer.layers if self._entry(ly).get("table") is not None]
+        study = self.current_study()
+        with_results = [ly for ly in self.viewer.layers if self._entry(ly).get("table") is not None
+                        and (study is None or str(Path(self._entry(ly).get("path") or "")) == study)]
         return with_results[-1] if with_results else None
 
     def _on_layers_changed(self, event=None) -> None:
         if event is not None and event.type == "inserted":
             event.value.events.metadata.connect(self._on_metadata)
+            self._note_study(event.value)
         self._update_source()
 
     def _on_metadata(self, event=None) -> None:
@@ -192,19 +294,53 @@ class CurveWidget(SingleAxesWidget):
         self._fill_regions()
         self._draw()
 
-    def _fill_regions(self) -> None:
+    def region_names(self) -> list[str]:
+        """Groups (``cns``, ``spinal_canal``), then regions of the results shown, in table order."""
         table = self.table
-        previous = {it.text() for it in self.region_list.selectedItems()}
+        if table is None:
+            return []
+        if "kind" not in table:
+            return list(dict.fromkeys(table["region"].astype(str)))
+        names: list[str] = []
+        for kind in ("group", "region"):
+            names += list(dict.fromkeys(table.loc[table["kind"] == kind, "region"].astype(str)))
+        return names
+
+    def _fill_regions(self) -> None:
+        names = self.region_names()
+        key = (id(self._source), self._entry(self._source).get("path") if self._source is not None else None,
+               tuple(names))
+        keep = set(self.selected_regions()) if key == self._shown_key else None
+        self._shown_key = key
         self.region_list.blockSignals(True)
         self.region_list.clear()
-        if table is not None:
-            df = table[table["kind"].isin(_KINDS)] if "kind" in table else table
-            for name in dict.fromkeys(df["region"].astype(str)):
-                self.region_list.addItem(name)
-            for i in range(self.region_list.count()):
-                it = self.region_list.item(i)
-                it.setSelected(it.text() in previous)
+        for name in names:
+            it = QListWidgetItem(name)
+            it.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable)
+            it.setCheckState(Qt.Unchecked)
+            self.region_list.addItem(it)
         self.region_list.blockSignals(False)
+        self._tick(keep if keep is not None else default_regions(names))
+
+    def _tick(self, names) -> None:
+        names = set(names)
+        self.region_list.blockSignals(True)
+        for i in range(self.region_list.count()):
+            it = self.region_list.item(i)
+            it.setCheckState(Qt.Checked if it.text() in names else Qt.Unchecked)
+        self.region_list.blockSignals(False)
+
+    def set_regions(self, names) -> None:
+        """Plot these regions (the others are unticked)."""
+        self._tick(names)
+        self._draw()
+
+    def reset_regions(self) -> None:
+        """Back to the default regions: the CNS group and the organs."""
+        self.set_regions(default_regions(self.region_names()))
+
+    def _on_item_changed(self, item=None) -> None:
+        self._draw()
 
     @property
     def table(self):
@@ -212,9 +348,9 @@ class CurveWidget(SingleAxesWidget):
         return None if self._source is None else self._entry(self._source).get("table")
 
     def selected_regions(self) -> list[str]:
-        """Selected regions, or all regions when none is selected."""
-        sel = [it.text() for it in self.region_list.selectedItems()]
-        return sel or [self.region_list.item(i).text() for i in range(self.region_list.count())]
+        """The ticked regions, in list order."""
+        return [self.region_list.item(i).text() for i in range(self.region_list.count())
+                if self.region_list.item(i).checkState() == Qt.Checked]
 
     # ----------------------------------------------------------------- data
     def _choice(self):
@@ -309,19 +445,23 @@ class CurveWidget(SingleAxesWidget):
         q, _, col, dc, unit, scale = self._choice()
         curves = self.curves()
         if not curves:
-            ax.text(0.5, 0.5, "run Quantify to see time-activity curves", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=9)
+            self._colour_items({}, set())
+            ax.text(0.5, 0.5, "run Quantify to see time-activity curves" if self.table is None else
+                    "tick regions in the list to plot them", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
             return
-        self._colour_items(curves)
         fits = self._fit_lines(curves)
+        no_fits = {r for r in curves if self.fit_check.isChecked() and r in fits and fits[r] is None}
+        self._colour_items(curves, no_fits)
+        colours = curve_colours(list(curves))
         tmax = max(float(np.nanmax(t)) for t, _ in curves.values())
         tt = np.linspace(0.0, tmax * 1.03, 300)
-        for n, (region, (t, y)) in enumerate(curves.items()):
-            colour = f"C{n % 10}"
+        for region, (t, y) in curves.items():
+            colour = colours[region]
             ivl = self._interval(region, col, scale)
-            no_fit = self.fit_check.isChecked() and region in fits and fits[region] is None
+            no_fit = region in no_fits
             label = region + (" (no fit)" if no_fit else "")
             if ivl is not None:
                 yerr = np.clip(np.nan_to_num([y - ivl[0], ivl[1] - y]), 0.0, None)
@@ -330,29 +470,43 @@ class CurveWidget(SingleAxesWidget):
                 ax.plot(t, y, "o", ms=4, color=colour, label=label)
             f = fits.get(region)
             if f is not None:
-                ax.plot(tt, f(tt), "-", lw=1.5, color=colour, alpha=0.9)
+                ax.plot(tt, f(tt), "-", lw=1.6, color=colour, alpha=0.95)
             else:  # points joined (dotted where the fit was rejected)
-                ax.plot(t, y, ":" if no_fit else "-", lw=1, color=colour, alpha=0.7)
+                ax.plot(t, y, ":" if no_fit else "-", lw=1.2, color=colour, alpha=0.8)
         now = self._current_time_h()
         if now is not None and np.isfinite(now):
             ax.axvline(now, color="0.85", ls="--", lw=1)
-        ax.set_xlabel("time after injection (h)")
-        ax.set_ylabel(unit)
+        ax.set_xlabel("time after injection (h)", fontsize=10)
+        ax.set_ylabel(unit, fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax.set_title(("decay-corrected " if dc else "physical ") + q + (" (fitting…)" if self.fitting else ""),
-                     fontsize=10)
-        if len(curves) <= 12:
-            ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        subject = self._entry(self._source).get("subject")
+        ax.set_title((f"{subject}: " if subject else "") + ("decay-corrected " if dc else "physical ") + q +
+                     (" (fitting…)" if self.fitting else ""), fontsize=10)
+        if self.fit_check.isChecked():
+            lines = [Line2D([], [], color="0.8", marker="o", ms=4, ls="none"),
+                     Line2D([], [], color="0.8", lw=1.6), Line2D([], [], color="0.8", lw=1.2, ls=":")]
+            ax.legend(lines, ["measured (95 % interval)", "kinetic fit", "no acceptable fit"], fontsize=9,
+                      frameon=False, loc="upper right")
 
-    def _colour_items(self, curves) -> None:
+    def _colour_items(self, curves, no_fits) -> None:
+        """The list is the legend: each plotted region's colour as a swatch, the others greyed."""
         from matplotlib.colors import to_hex
 
-        order = {r: n for n, r in enumerate(curves)}
+        colours = curve_colours(list(curves))
+        size = max(8, self.region_list.fontMetrics().height() - 4)
+        self.region_list.blockSignals(True)
         for i in range(self.region_list.count()):
             it = self.region_list.item(i)
-            n = order.get(it.text())
-            it.setForeground(QColor(to_hex(f"C{n % 10}")) if n is not None else QColor("#888888"))
+            c = colours.get(it.text())
+            pix = QPixmap(size, size)
+            pix.fill(QColor(to_hex(c)) if c is not None else QColor(0, 0, 0, 0))
+            it.setIcon(QIcon(pix))
+            it.setForeground(QColor("#e6e6e6") if c is not None else QColor("#8a8a8a"))
+            it.setToolTip(f"{it.text()}: no acceptable kinetic fit (points joined by a dotted line)"
+                          if it.text() in no_fits else it.text())
+        self.region_list.blockSignals(False)
 
     def plotted_data(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{region: (x, y)}`` of the points on the axes (what is on screen; " (no fit)" stripped)."""

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from ._layers import label_layer_data, series_layers, study_layers
+from ._timeaxis import follow_current_viewer
 
 __all__ = ["get_reader", "read_study", "study_path_layers"]
 
@@ -68,15 +69,16 @@ def _label_files(folder: Path) -> list[Path]:
 def study_path_layers(path, *, reference: int = 0, labels=None) -> list[tuple]:
     """Layer data for the study at ``path`` (raises spectrack errors).
 
-    Label maps lying in the study folder (``labels.nii.gz`` with a names TSV)
-    or given as ``labels`` become Labels layers. A single volume without scan
+    The regions given as ``labels``, else those the study file names
+    (``labels = ...``), else label maps lying in the study folder
+    (``labels.nii.gz`` with a names TSV) become Labels layers. A single volume without scan
     times is shown as it is, without a time axis.
     """
     from spectrack.errors import InputError
     from spectrack.load import load_series, load_study
-    from spectrack.regions.labels import read_label_map
-
     from spectrack.load.nifti import is_label_file
+    from spectrack.regions.io import read_regions
+    from spectrack.regions.labels import read_label_map
 
     p = Path(path)
     if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and is_label_file(p):
@@ -90,10 +92,20 @@ def study_path_layers(path, *, reference: int = 0, labels=None) -> list[tuple]:
         return series_layers(series, path=p)
     layers = study_layers(study, reference=reference, path=p)
     folder = p if p.is_dir() else p.parent
-    label_paths = [Path(labels)] if labels is not None else (_label_files(folder) if p.is_dir() else [])
+    own = (getattr(study, "settings", None) or {}).get("labels")  # the study file names its regions
+    if labels is not None:
+        label_paths = [Path(labels)]
+    elif own:
+        base = Path(study.path).parent if Path(study.path).is_file() else Path(study.path)
+        label_paths = [base / own]
+    else:
+        label_paths = _label_files(folder) if p.is_dir() else []
+    tp = study.timepoints[min(max(reference, 0), len(study.timepoints) - 1)]
+    ref_img = tp.ct.image if tp.ct is not None else tp.emission.image
     for lp in label_paths:
-        name = "regions" if len(label_paths) == 1 else f"regions {lp.name}"
-        layers.append(label_layer_data(read_label_map(lp), name=name, path=lp, study_path=p))
+        name = f"{study.subject} regions" + ("" if len(label_paths) == 1 else f" {lp.name}")
+        lm = read_label_map(lp) if lp.name.endswith((".nii", ".nii.gz")) else read_regions(lp, reference=ref_img)
+        layers.append(label_layer_data(lm, name=name, path=lp, study_path=p))
     for w in study.warnings:
         _notify("warning", f"{p.name}: {w}")
     return layers
@@ -116,7 +128,9 @@ def read_study(path) -> list[tuple]:
     if isinstance(path, (list, tuple)):
         path = path[0]
     try:
-        return study_path_layers(path)
+        layers = study_path_layers(path)
+        follow_current_viewer()  # the time slider reads in hours after injection
+        return layers
     except SpectrackError as e:
         _notify("error", f"spectrack: {e}")
     except (OSError, ValueError) as e:

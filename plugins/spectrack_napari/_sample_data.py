@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "phantom_study_dir", "rat_study", "nhp_study", "human_study"]
+__all__ = ["cache_dir", "phantom_study_dir", "sample_settings", "rat_study", "nhp_study", "human_study"]
 
 
 def cache_dir() -> Path:
@@ -60,8 +60,24 @@ def _study_folder(root: Path) -> Path:
     return root
 
 
+def sample_settings(root) -> dict:
+    """What the phantom's ``truth.json`` says about quantifying it: calibration, sensitivity, species.
+
+    The same known calibration :func:`spectrack.phantom.sample.sample_study`
+    gives the bundled sample; the quantify dock fills its fields from it.
+    """
+    import json
+
+    truth = json.loads((Path(root) / "truth.json").read_text(encoding="utf-8"))
+    out = {"species": truth.get("preset")}
+    if truth.get("units") == "counts" and truth.get("sensitivity_cps_per_mbq"):
+        out.update(calibration="sensitivity", sensitivity_cps_per_mbq=float(truth["sensitivity_cps_per_mbq"]))
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def sample_layers(preset: str) -> list[tuple]:
     """Layer data of a phantom study: CT, SPECT (4-D over time) and its regions."""
+    from ._layers import METADATA_KEY
     from ._reader import study_path_layers
 
     root = phantom_study_dir(preset)
@@ -69,11 +85,21 @@ def sample_layers(preset: str) -> list[tuple]:
     from spectrack.errors import SpectrackError
 
     try:
-        return study_path_layers(folder, labels=root / "labels.nii.gz")
+        layers = study_path_layers(folder, labels=root / "labels.nii.gz")
     except (ImportError, SpectrackError):  # no DICOM reader yet, or an unreadable export: use the NIfTI copy
         if folder.name != "dicom" or not (root / "nifti").is_dir():
             raise
-        return study_path_layers(root / "nifti", labels=root / "labels.nii.gz")
+        layers = study_path_layers(root / "nifti", labels=root / "labels.nii.gz")
+    known = sample_settings(root)
+    for _, kwargs, _ in layers:  # the phantom's calibration travels with its layers
+        entry = kwargs.get("metadata", {}).get(METADATA_KEY)
+        if entry is not None:
+            entry["settings"] = dict(known)
+            entry["settings_source"] = f"the sample's {root.name}/truth.json"
+    from ._timeaxis import follow_current_viewer
+
+    follow_current_viewer()  # the time slider reads in hours after injection
+    return layers
 
 
 def rat_study() -> list[tuple]:

@@ -779,7 +779,8 @@ def _common_meta(ds, modality: str, where: str, warn: list[str]) -> dict:
     _set(meta, "modality", modality, _tag("Modality") if mod_text == modality else _tag("SOPClassUID"))
     for key, kw in (("patient_id", "PatientID"), ("patient_name", "PatientName"), ("study_uid", "StudyInstanceUID"),
                     ("series_uid", "SeriesInstanceUID"), ("series_description", "SeriesDescription"),
-                    ("frame_of_reference_uid", "FrameOfReferenceUID"), ("manufacturer", "Manufacturer")):
+                    ("frame_of_reference_uid", "FrameOfReferenceUID"), ("manufacturer", "Manufacturer"),
+                    ("species_description", "PatientSpeciesDescription")):
         _set(meta, key, _safe_text(ds, kw) or None, _tag(kw))
     tz = _safe_text(ds, "TimezoneOffsetFromUTC")
     if tz:

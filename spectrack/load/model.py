@@ -27,6 +27,7 @@ META_KEYS = {
     "series_description": "free text",
     "frame_of_reference_uid": "FrameOfReferenceUID",
     "manufacturer": "scanner manufacturer",
+    "species_description": "PatientSpeciesDescription (animal studies), e.g. Rattus norvegicus",
     "image_type": "DICOM ImageType values",
     "acquisition_start": "datetime of the acquisition start (timezone-naive)",
     "duration_s": "acquisition wall time in seconds",
