@@ -31,7 +31,7 @@ from spectrack.cli import main
 from spectrack.phantom import make_study
 from spectrack.regions.dicomseg import read_reference_series
 from spectrack.regions.labels import LabelMap, read_label_map
-from spectrack.regions.rtstruct import read_rtstruct
+from spectrack.regions.rtstruct import _rasterise, read_rtstruct
 
 
 # ---------------------------------------------------------------- helpers
@@ -118,6 +118,34 @@ def assert_pct_id_truth(table, truth, *, rel=1e-3, skip=()):
                     (tp["index"], name)
                 checked += 1
     assert checked >= 20
+
+
+# ---------------------------------------------------------------- the rule, on literal contours
+def _poly(*xy, k=0.0):
+    return np.array([[x, y, k] for x, y in xy], float)
+
+
+def test_rasterise_rules():
+    shape = (1, 8, 8)
+    # a 3x3 block traced through its boundary voxels' centres (OpenCV), coordinates rounded as DS strings do
+    block = _rasterise([_poly((2, 2), (4.00003, 2), (4, 3.99998), (2, 4))], shape)[0]
+    assert block.sum() == 9 and block[2:5, 2:5].all()
+    # the same block traced through voxel-edge midpoints (marching squares): the same 9 voxels
+    mid = _poly((1.5, 2), (1.5, 4), (2, 4.5), (4, 4.5), (4.5, 4), (4.5, 2), (4, 1.5), (2, 1.5))
+    assert np.array_equal(_rasterise([mid], shape)[0], block)
+    # a ring: the outline of a 5x5 block and, as OpenCV writes a hole, the inner contour through the ring's voxels
+    ring = _rasterise([_poly((1, 1), (5, 1), (5, 5), (1, 5)), _poly((2, 2), (2, 4), (4, 4), (4, 2))], shape)[0]
+    assert ring.sum() == 25 - 1 and not ring[3, 3]
+    # the same ring as one keyhole outline through edge midpoints (plastimatch's way)
+    key = _poly((0.5, 0.5), (5.5, 0.5), (5.5, 5.5), (0.5, 5.5), (0.5, 3), (2.5, 3), (2.5, 3.5), (3.5, 3.5),
+                (3.5, 2.5), (2.5, 2.5), (2.5, 3), (0.5, 3))
+    assert np.array_equal(_rasterise([key], shape)[0], ring)
+    # one point, two points, a zero-area line, and a sliver between voxel centres: the voxels they pass through
+    assert np.argwhere(_rasterise([_poly((6, 1))], shape)[0]).tolist() == [[1, 6]]
+    assert np.argwhere(_rasterise([_poly((1, 6), (3, 6))], shape)[0]).tolist() == [[6, 1], [6, 2], [6, 3]]
+    assert np.argwhere(_rasterise([_poly((0, 7), (2, 7), (1, 7))], shape)[0]).tolist() == [[7, 0], [7, 1], [7, 2]]
+    sliver = _rasterise([_poly((5.1, 6.6), (6.9, 6.6), (6.9, 6.7))], shape)[0]
+    assert sliver.any() and np.argwhere(sliver)[:, 0].tolist() == [7] * int(sliver.sum())
 
 
 # ---------------------------------------------------------------- studies

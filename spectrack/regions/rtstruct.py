@@ -4,11 +4,25 @@ Writing traces each region on each CT slice with
 :func:`skimage.measure.find_contours` (outer outlines and hole outlines, as
 closed planar polygons through the voxel-edge midpoints) and stores them in
 patient coordinates; the ROI Number is the spectrack label index and the ROI
-Name the region name. Reading fills every contour with
-:func:`skimage.draw.polygon` and combines the contours of a slice by
-even-odd (XOR), so holes and islands inside holes come out right; contours
-are matched to the slices of the reference grid, or rasterised on their own
-planes and resampled (nearest neighbour) when they do not lie on its slices.
+Name the region name.
+
+Reading rasterises each ROI into its own mask, so overlapping ROIs (a BODY
+outline around organs) keep their shapes (:meth:`LabelMap.from_masks`).
+Tools draw contours in two ways: through the voxel-edge midpoints
+(marching squares: spectrack, plastimatch) or through the centres of the
+boundary voxels (OpenCV: rt-utils, and with it platipy and
+TotalSegmentator's DICOM output). A plain polygon fill drops about half the
+boundary voxels of the second kind, so index coordinates within a small
+tolerance of a voxel centre are snapped onto it and a voxel centre on a
+contour counts as inside; a voxel centre is never that close to a contour
+of the first kind, whose voxels stay those of a plain fill. The
+contours of a slice are combined by even-odd (XOR), so separate inner
+contours (OpenCV) and keyhole outlines (plastimatch) both cut holes.
+Contours of one or two points, of zero area, or enclosing no voxel centre
+(a region one voxel wide) are drawn as the voxels they pass through.
+Contours are matched to the slices of the reference grid, or rasterised on
+their own planes and resampled (nearest neighbour) when they do not lie on
+its slices.
 """
 
 from __future__ import annotations
@@ -203,8 +217,6 @@ def _edge_samples(xy: np.ndarray):
     """Points every <= 0.25 voxel along the closed outline ``xy`` (n, 2), with the edge each lies on."""
     p = xy
     q = np.roll(xy, -1, axis=0)
-    if len(xy) == 1:
-        return xy.copy(), np.zeros(1, dtype=int), p, q
     n = np.maximum(np.ceil(np.linalg.norm(q - p, axis=1) / _SAMPLE_VOXEL).astype(int), 1) + 1
     edge = np.repeat(np.arange(len(p)), n)
     start = np.cumsum(n) - n
