@@ -330,6 +330,12 @@ def test_dicom_without_preamble_or_file_meta(coarse, tmp_path):
         _bare_copy(p, bare / p.name, implicit=n % 2 == 0)
     head = (bare / p.name).read_bytes()[:132]
     assert head[128:132] != b"DICM" and head[:2] == b"\x08\x00"
+    from spectrack.load.dicom import looks_like_dicom
+    from spectrack_napari._reader import get_reader
+
+    assert looks_like_dicom(bare / p.name) and get_reader(str(bare)) is not None  # napari opens the folder too
+    (tmp_path / "notes").write_bytes(b"\x08\x00 not a data set at all")
+    assert not looks_like_dicom(tmp_path / "notes")
     rs = rtutils_rtstruct(ct0, phantom_masks(labels), tmp_path / "rtutils.dcm")
     _bare_copy(rs, tmp_path / "rs_bare", implicit=True)
     from spectrack.regions.dicomseg import write_dicom_seg

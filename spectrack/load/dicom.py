@@ -75,6 +75,7 @@ __all__ = [
     "planar_counts",
     "normalise_timezones",
     "dcmread_lenient",
+    "looks_like_dicom",
     "SOP_CLASSES",
 ]
 
@@ -531,6 +532,28 @@ def dcmread_lenient(path, **kwargs):
             ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
                                               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
         return ds
+
+
+def looks_like_dicom(path) -> bool:
+    """True for a DICOM file: the "DICM" marker after the preamble, or a bare data set with a SOPClassUID.
+
+    Never raises; reads at most the first elements of a file without a marker.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if head[:2] not in _BARE_DICOM_HEADS:
+        return False
+    try:
+        with _quiet():
+            ds = dcmread_lenient(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return bool(str(ds.get("SOPClassUID", "")).strip())
+    except Exception:  # noqa: BLE001 - pydicom raises many types for data that is not DICOM
+        return False
 
 
 def _read_file(path: Path):
