@@ -187,14 +187,14 @@ def run_study(
     if lab is None and study_settings.get("labels") and study.path is not None:
         base = Path(study.path)
         lab = str((base.parent if base.is_file() else base) / study_settings["labels"])
+    reference = settings.reference
+    drawn_on = None  # the time point the region file says it was drawn on
     if isinstance(lab, (str, Path)):
-        from .regions.io import read_regions
         from .regions.labels import names_sidecar
+        from .regions.placement import read_study_regions
 
         lab_path = Path(lab)
-        ref_tp = study.timepoints[min(max(settings.reference, 0), len(study.timepoints) - 1)]
-        ref_img = ref_tp.ct.image if ref_tp.ct is not None else ref_tp.emission.image
-        lab = read_regions(lab_path, reference=ref_img)
+        lab, drawn_on = read_study_regions(lab_path, study, reference_index=settings.reference)
         if lab_path.is_dir():
             label_inputs += [p for p in lab_path.rglob("*") if p.is_file()]
         else:
@@ -205,12 +205,23 @@ def run_study(
                          "or ask for automatic regions with --auto-regions rat|nhp|human")
     if not isinstance(lab, (LabelMap, list, type(None))):
         raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
+    if isinstance(lab, LabelMap) and drawn_on is None:
+        from .regions.placement import locate_regions
+
+        drawn_on = locate_regions(lab, study, reference_index=min(max(settings.reference, 0),
+                                                                  len(study.timepoints) - 1))
+        lab = lab._derived(lab.image, lab.overlaps)  # warnings below must not change the caller's object
+    if drawn_on is not None and drawn_on != min(max(settings.reference, 0), len(study.timepoints) - 1):
+        lab.warnings.append(f"regions {Path(lab.source).name or 'given'} were drawn on time point {drawn_on}'s images "
+                            f"(FrameOfReferenceUID {lab.meta.get('frame_of_reference_uid')}), not on the reference "
+                            f"time point {settings.reference}: time point {drawn_on} is used as the reference")
+        reference = drawn_on
     # registration does not need the regions: once they are known to exist it starts in a thread (SimpleITK
     # releases the GIL) and overlaps with segmenting them; its errors surface at the align stage
     pending_registration = None
     if settings.register and len(study.timepoints) > 1:
-        if not 0 <= settings.reference < len(study.timepoints):
-            raise InputError(f"--reference {settings.reference} is out of range "
+        if not 0 <= reference < len(study.timepoints):
+            raise InputError(f"--reference {reference} is out of range "
                              f"(0..{len(study.timepoints) - 1})")
         from concurrent.futures import ThreadPoolExecutor
 
@@ -219,7 +230,7 @@ def run_study(
         mode = "ct" if all(tp.ct is not None for tp in study.timepoints) else "spect"
         executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-register")
         pending_registration = (mode, executor.submit(register_timepoints, study.timepoints,
-                                                      reference_index=settings.reference, mode=mode))
+                                                      reference_index=reference, mode=mode))
         executor.shutdown(wait=False)
     if lab is None:
         from .regions.auto import segment_study
@@ -237,7 +248,7 @@ def run_study(
         study.warnings.extend(reg.warnings)
         # registration maps reference points to each time point; labels are resampled with the inverse
         transforms = [t.GetInverse() for t in reg]
-        registration = {"mode": mode, "reference": settings.reference,
+        registration = {"mode": mode, "reference": reference,
                         "ct_working_spacing_mm": reg.working_spacing_mm,
                         "timepoints": [{"index": i, "quality_ncc": r.quality_ncc,
                                         "translation_mm": list(r.translation_mm), "rotation_deg": list(r.rotation_deg),
@@ -323,7 +334,8 @@ def run_study(
         "study": describe_study(study),
         "dose": details.params.to_json(),
         "calibration": [c.to_json() for c in details.calibrations],
-        "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())}},
+        "labels": {"source": label_map0.source, "names": {str(k): v for k, v in sorted(label_map0.names.items())},
+                   "timepoint": reference if drawn_on is not None else None, "meta": dict(label_map0.meta)},
         "warnings": details.warnings,
         "kinetics_method": kin_notes,
         "registration": registration,

@@ -22,12 +22,9 @@ _MAX_SCAN = 200  # files looked at when deciding whether a folder holds images
 
 
 def _looks_like_dicom(p: Path) -> bool:
-    try:
-        with open(p, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    from spectrack.load.dicom import looks_like_dicom  # also files without preamble and file meta
+
+    return looks_like_dicom(p)
 
 
 def _folder_has_images(folder: Path) -> bool:

@@ -74,6 +74,8 @@ __all__ = [
     "read_pet_series",
     "planar_counts",
     "normalise_timezones",
+    "dcmread_lenient",
+    "looks_like_dicom",
     "SOP_CLASSES",
 ]
 
@@ -487,6 +489,73 @@ def _value_bytes(ds, tag: int, nbytes: int, where: str):
     return buf[:got or 0]
 
 
+#: First bytes of a DICOM data set stored without the 128-byte preamble and "DICM" (old ACR-NEMA style, or
+#: written without file meta): an element of group 0008 or 0002, little or big endian.
+_BARE_DICOM_HEADS = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
+
+
+def dcmread_lenient(path, **kwargs):
+    """:func:`pydicom.dcmread` that also reads a file without preamble and file meta.
+
+    Such a data set gets the TransferSyntaxUID of the encoding pydicom found
+    in its (otherwise empty) file meta, as readers like highdicom expect one.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    **kwargs
+        Passed to :func:`pydicom.dcmread` (``stop_before_pixels`` ...).
+
+    Raises
+    ------
+    pydicom.errors.InvalidDicomError
+        If the file is neither DICOM nor a bare data set starting with group 0008 or 0002.
+    OSError
+        If the file cannot be read.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), **kwargs)
+    except InvalidDicomError:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head not in _BARE_DICOM_HEADS:
+            raise
+        ds = pydicom.dcmread(str(path), force=True, **kwargs)
+        if "TransferSyntaxUID" not in ds.file_meta:  # the encoding pydicom found, for code that asks for it
+            from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+            implicit, little = ds.original_encoding
+            ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                              ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        return ds
+
+
+def looks_like_dicom(path) -> bool:
+    """True for a DICOM file: the "DICM" marker after the preamble, or a bare data set with a SOPClassUID.
+
+    Never raises; reads at most the first elements of a file without a marker.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if head[:2] not in _BARE_DICOM_HEADS:
+        return False
+    try:
+        with _quiet():
+            ds = dcmread_lenient(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return bool(str(ds.get("SOPClassUID", "")).strip())
+    except Exception:  # noqa: BLE001 - pydicom raises many types for data that is not DICOM
+        return False
+
+
 def _read_file(path: Path):
     """``(dataset, None)`` or ``(None, reason)``; never raises for a bad file."""
     import pydicom
@@ -502,7 +571,7 @@ def _read_file(path: Path):
                     head = f.read(4)
             except OSError as e:
                 return None, f"unreadable ({e.strerror})"
-            if head[:2] not in (b"\x08\x00", b"\x02\x00"):
+            if head[:2] not in _BARE_DICOM_HEADS:
                 return None, "not a DICOM file"
             try:
                 ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)

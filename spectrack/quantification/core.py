@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -139,6 +140,7 @@ def quantify(
     hl = params.half_life_h.value
     rows = []
     per_tp_labels = []
+    quantified: set[int] = set()
     for n, (tp, cal) in enumerate(zip(study.timepoints, cals)):
         img = tp.emission.image
         lm = labels[n] if isinstance(labels, list) else labels
@@ -184,10 +186,16 @@ def quantify(
             name = lab.names.get(lab_idx, f"label_{lab_idx}")
             cnt, s, mx = own[lab_idx] if lab_idx in own else by_name[name]
             rows.append(row(name, lab_idx, "region", cnt, s, mx))
-        # regions named in the label map but absent on this grid (outside the field of view)
+        # regions of the label map without a voxel on this grid (outside the field of view, or thinner than its
+        # voxels: nearest-neighbour resampling keeps a region only where it holds an emission voxel's centre)
+        on_grid = set(int(v) for v in ri.labels) | set(own)
+        quantified |= on_grid
+        labelled = set(lm.present())
+        spacing = "x".join(f"{v:.3g}" for v in img.spacing_mm)
         for idx, name in sorted(lm.names.items()):
-            if name not in by_name and idx in set(lm.present()):
-                warnings.append(f"time point {tp.index}: region {name} lies outside the emission field of view")
+            if idx not in on_grid and idx in labelled:
+                warnings.append(f"time point {tp.index}: region {name} has no voxel on the {spacing} mm emission "
+                                "grid (outside the field of view, or smaller than its voxels): not quantified")
         if groups:
             for gname, members in GROUPS.items():
                 if all(m in by_name for m in members):
@@ -201,6 +209,15 @@ def quantify(
         n_out = n_all - int(ri.counts.sum())
         out_mask_max = float(np.max(np.where(lab.image.array == 0, act, -np.inf))) if n_out else 0.0
         rows.append(row("outside_regions", 0, "outside", n_out, fov_sum - in_regions, out_mask_max))
+    for lm in labels if isinstance(labels, list) else [labels]:  # named, but no voxels in the label map itself
+        said = set(lm.meta.get("regions_without_voxels", []))
+        for idx, name in sorted(lm.names.items()):
+            if idx not in quantified and idx not in set(lm.present()) and name not in said:
+                said.add(name)
+                msg = (f"region {name} is named in the label map ({Path(lm.source).name or 'given'}) but has no "
+                       "voxels at any time point: it is not in the table")
+                if msg not in warnings:
+                    warnings.append(msg)
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     df.attrs["metadata"] = {
         "dose": params.to_json(),

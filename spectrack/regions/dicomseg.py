@@ -64,6 +64,8 @@ def _as_datasets(reference, *, pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from ..load.dicom import dcmread_lenient
+
     if isinstance(reference, (str, Path)):
         p = Path(reference)
         if p.is_dir():
@@ -81,7 +83,7 @@ def _as_datasets(reference, *, pixels: bool):
             out.append(it)
             continue
         try:
-            out.append(pydicom.dcmread(str(it), stop_before_pixels=not pixels))
+            out.append(dcmread_lenient(it, stop_before_pixels=not pixels))
         except (InvalidDicomError, OSError) as e:
             if len(items) > 1 and isinstance(e, InvalidDicomError):
                 continue  # stray non-DICOM file in a folder
@@ -278,14 +280,16 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
         If the segments do not form a regular 3-D volume.
     """
     import highdicom as hd
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from ..load.dicom import dcmread_lenient
+    from .labels import dicom_region_meta
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"DICOM SEG {path} does not exist: check the path")
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = dcmread_lenient(path)
     except (InvalidDicomError, OSError) as e:
         raise InputError(f"cannot read {path} as DICOM ({type(e).__name__})") from None
     if ds.get("Modality") != "SEG":
@@ -322,7 +326,7 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
         names[idx] = str(desc.SegmentLabel)
     masks = [arr[..., n] > 0 for n in range(arr.shape[-1])]
     image = Image(_combine(masks, indices), aff[:3, 3], spacing, m / spacing[None, :], units="label")
-    out = LabelMap(image, names, source=str(path))
+    out = LabelMap(image, names, source=str(path), meta=dicom_region_meta(ds))
     if reference is not None:
         out = out.resampled_to(reference)
     return out

@@ -45,11 +45,12 @@ def read_regions(path, reference: Image | None = None) -> LabelMap:
         return read_totalsegmentator(path)
     if path.name.endswith((".nii", ".nii.gz")):
         return read_label_map(path)
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from ..load.dicom import dcmread_lenient
+
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = dcmread_lenient(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError) as e:
         raise InputError(f"regions {path} are neither NIfTI nor DICOM ({type(e).__name__}): give a .nii.gz label "
                          "map, a DICOM-SEG, an RTSTRUCT or a TotalSegmentator folder") from None

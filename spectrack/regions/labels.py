@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_nifti_affine, to_nifti_affine
 
-__all__ = ["LabelMap", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem"]
+__all__ = ["LabelMap", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem",
+           "note_regions_without_voxels", "dicom_region_meta"]
 
 
 @dataclass(eq=False)
@@ -201,6 +202,83 @@ class LabelMap:
                                        transform, method=method).array > 0
                     for k, m in self.overlaps.items()}
         return self._derived(image, overlaps)
+
+
+def note_regions_without_voxels(labels: LabelMap, data: dict[int, str]) -> LabelMap:
+    """Warn about every region the file holds data for that covers no voxel of the label grid.
+
+    Readers call this after rasterising or resampling, so a region that
+    vanished (a contour thinner than the voxels, a segment outside the
+    grid) is never dropped silently: one warning per region goes into
+    ``labels.warnings`` (and so into ``study.json``, the report and the CLI),
+    and its name into ``labels.meta["regions_without_voxels"]``.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        The labels as read (changed in place).
+    data : dict of int to str
+        ``{index: what the file holds for it}``, e.g. ``{4: "3 contours"}``.
+
+    Returns
+    -------
+    LabelMap
+        ``labels``.
+
+    Examples
+    --------
+    >>> g = Image(np.zeros((1, 2, 2)), (0, 0, 0), (4, 4, 4), np.eye(3))
+    >>> lm = LabelMap(g.with_array(np.zeros((1, 2, 2), int)), {1: "canal_sacral"})
+    >>> note_regions_without_voxels(lm, {1: "2 contours"}).meta["regions_without_voxels"]
+    ['canal_sacral']
+    """
+    present = set(labels.present())
+    spacing = "x".join(f"{v:.3g}" for v in labels.image.spacing_mm)
+    missing = labels.meta.setdefault("regions_without_voxels", [])
+    for idx in sorted(data):
+        name = labels.names.get(int(idx), f"label_{idx}")
+        if int(idx) in present or name in missing:
+            continue
+        labels.warnings.append(f"region {name}: {Path(labels.source).name or 'the file'} has {data[idx]} for it but "
+                               f"no voxel of the {spacing} mm grid lies inside: it is not quantified")
+        missing.append(name)
+    if not missing:
+        del labels.meta["regions_without_voxels"]
+    return labels
+
+
+def dicom_region_meta(ds) -> dict:
+    """Where a DICOM region file (RTSTRUCT, SEG) says it belongs, for :attr:`LabelMap.meta`.
+
+    Returns
+    -------
+    dict
+        ``frame_of_reference_uid`` (the data set's FrameOfReferenceUID, else
+        the first of its ReferencedFrameOfReferenceSequence), ``patient_id``,
+        ``study_uid``, ``referenced_series_uid`` (the first series of
+        ReferencedSeriesSequence or of the RTSTRUCT's RT Referenced Series
+        Sequence) and ``sop_class_uid``, each only when the file has it.
+    """
+    meta: dict = {}
+    frame = ds.get("FrameOfReferenceUID")
+    if not frame:
+        for item in ds.get("ReferencedFrameOfReferenceSequence", []):
+            if item.get("FrameOfReferenceUID"):
+                frame = item.FrameOfReferenceUID
+                break
+    series = None
+    for item in ds.get("ReferencedSeriesSequence", []):
+        series = series or item.get("SeriesInstanceUID")
+    for fr in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for st in fr.get("RTReferencedStudySequence", []):
+            for se in st.get("RTReferencedSeriesSequence", []):
+                series = series or se.get("SeriesInstanceUID")
+    for key, value in (("frame_of_reference_uid", frame), ("patient_id", ds.get("PatientID")),
+                       ("study_uid", ds.get("StudyInstanceUID")), ("referenced_series_uid", series),
+                       ("sop_class_uid", ds.get("SOPClassUID"))):
+        if value is not None and str(value).strip():
+            meta[key] = str(value).strip()
+    return meta
 
 
 def nifti_stem(path: Path) -> str:

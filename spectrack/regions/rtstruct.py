@@ -4,11 +4,25 @@ Writing traces each region on each CT slice with
 :func:`skimage.measure.find_contours` (outer outlines and hole outlines, as
 closed planar polygons through the voxel-edge midpoints) and stores them in
 patient coordinates; the ROI Number is the spectrack label index and the ROI
-Name the region name. Reading fills every contour with
-:func:`skimage.draw.polygon` and combines the contours of a slice by
-even-odd (XOR), so holes and islands inside holes come out right; contours
-are matched to the slices of the reference grid, or rasterised on their own
-planes and resampled (nearest neighbour) when they do not lie on its slices.
+Name the region name.
+
+Reading rasterises each ROI into its own mask, so overlapping ROIs (a BODY
+outline around organs) keep their shapes (:meth:`LabelMap.from_masks`).
+Tools draw contours in two ways: through the voxel-edge midpoints
+(marching squares: spectrack, plastimatch) or through the centres of the
+boundary voxels (OpenCV: rt-utils, and with it platipy and
+TotalSegmentator's DICOM output). A plain polygon fill drops about half the
+boundary voxels of the second kind, so index coordinates within a small
+tolerance of a voxel centre are snapped onto it and a voxel centre on a
+contour counts as inside; a voxel centre is never that close to a contour
+of the first kind, whose voxels stay those of a plain fill. The
+contours of a slice are combined by even-odd (XOR), so separate inner
+contours (OpenCV) and keyhole outlines (plastimatch) both cut holes.
+Contours of one or two points, of zero area, or enclosing no voxel centre
+(a region one voxel wide) are drawn as the voxels they pass through.
+Contours are matched to the slices of the reference grid, or rasterised on
+their own planes and resampled (nearest neighbour) when they do not lie on
+its slices.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..geometry import Image
-from .dicomseg import _combine, read_reference_series
+from .dicomseg import read_reference_series
 from .labels import LabelMap
 
 __all__ = ["write_rtstruct", "read_rtstruct", "RT_STRUCTURE_SET_STORAGE"]
@@ -185,6 +199,98 @@ def write_rtstruct(labels: LabelMap, reference_ct_files, path, *, structure_set_
 
 
 # ------------------------------------------------------------------ read
+#: Index coordinates (in voxels) this close to a voxel centre are snapped onto it, and voxel centres this close
+#: to a contour edge lie on it. Contours through voxel-edge midpoints (marching squares: spectrack, plastimatch)
+#: stay at least 0.35 voxel from every centre; contours through boundary-voxel centres (OpenCV: rt-utils,
+#: platipy, TotalSegmentator) pass through them up to the rounding of their coordinates.
+_SNAP_VOXEL = 0.05
+_MIN_AREA = 1e-6  # voxel^2: outlines of less area are lines
+_SAMPLE_VOXEL = 0.25  # step along contour edges when looking for the voxels they pass through
+
+
+def _snap(xy: np.ndarray) -> np.ndarray:
+    r = np.round(xy)
+    return np.where(np.abs(xy - r) <= _SNAP_VOXEL, r, xy)
+
+
+def _edge_samples(xy: np.ndarray):
+    """Points every <= 0.25 voxel along the closed outline ``xy`` (n, 2), with the edge each lies on."""
+    p = xy
+    q = np.roll(xy, -1, axis=0)
+    n = np.maximum(np.ceil(np.linalg.norm(q - p, axis=1) / _SAMPLE_VOXEL).astype(int), 1) + 1
+    edge = np.repeat(np.arange(len(p)), n)
+    start = np.cumsum(n) - n
+    t = (np.arange(int(n.sum())) - np.repeat(start, n)) / np.repeat(n - 1, n)
+    pts = p[edge] + t[:, None] * (q[edge] - p[edge])
+    return pts, edge, p, q
+
+
+def _path_voxels(xy: np.ndarray) -> np.ndarray:
+    """(x, y) of the voxels a closed outline passes through: a digital line between its nearest voxels."""
+    from skimage.draw import line
+
+    v = np.round(xy).astype(np.int64)
+    if len(v) == 1:
+        return v
+    parts = [np.column_stack(line(int(a[1]), int(a[0]), int(b[1]), int(b[0]))[::-1])
+             for a, b in zip(v, np.roll(v, -1, axis=0))]
+    return np.unique(np.concatenate(parts), axis=0)
+
+
+def _voxels_on_outline(xy: np.ndarray) -> np.ndarray:
+    """(x, y) of the voxel centres within the snap tolerance of the outline's edges."""
+    pts, edge, p, q = _edge_samples(xy)
+    cand = np.round(pts)
+    d = q[edge] - p[edge]
+    dd = np.einsum("ij,ij->i", d, d)
+    t = np.where(dd > 0, np.einsum("ij,ij->i", cand - p[edge], d) / np.where(dd > 0, dd, 1.0), 0.0)
+    foot = p[edge] + np.clip(t, 0.0, 1.0)[:, None] * d
+    near = np.linalg.norm(cand - foot, axis=1) <= _SNAP_VOXEL + 1e-9
+    return np.unique(cand[near].astype(np.int64), axis=0)
+
+
+def _set(mask2d: np.ndarray, xy: np.ndarray) -> None:
+    if len(xy):
+        ok = (xy[:, 0] >= 0) & (xy[:, 0] < mask2d.shape[1]) & (xy[:, 1] >= 0) & (xy[:, 1] < mask2d.shape[0])
+        mask2d[xy[ok, 1], xy[ok, 0]] = True
+
+
+def _rasterise(polys_ijk: list[np.ndarray], shape) -> np.ndarray:
+    """Voxels of the contours (continuous i, j, k of the grid) of one ROI.
+
+    The contours of a slice are combined by even-odd (an inner contour cuts a
+    hole, a contour inside that hole an island; a keyhole outline works the
+    same), and a voxel centre on any contour belongs to the ROI. A contour of
+    one or two points, of zero area or enclosing no voxel centre is drawn as
+    the voxels it passes through.
+    """
+    from skimage.draw import polygon
+
+    mask = np.zeros(shape, dtype=bool)
+    by_slice: dict[int, list[np.ndarray]] = {}
+    for p in polys_ijk:
+        k = int(np.round(np.mean(p[:, 2])))
+        if 0 <= k < shape[0]:
+            by_slice.setdefault(k, []).append(_snap(p[:, :2]))
+    for k, outlines in by_slice.items():
+        inside = np.zeros(shape[1:], dtype=bool)
+        on = np.zeros(shape[1:], dtype=bool)
+        for xy in outlines:
+            x, y = xy[:, 0], xy[:, 1]
+            area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) if len(xy) >= 3 else 0.0
+            covered = False
+            if area > _MIN_AREA:
+                rr, cc = polygon(y, x, shape[1:])
+                inside[rr, cc] ^= True
+                edge = _voxels_on_outline(xy)
+                _set(on, edge)
+                covered = len(rr) > 0 or len(edge) > 0
+            if not covered:  # a point, a line, or a sliver between voxel centres
+                _set(on, _path_voxels(xy))
+        mask[k] = inside | on
+    return mask
+
+
 def _plane_normal(pts: np.ndarray) -> np.ndarray | None:
     """Unit normal of a planar polygon (Newell's method); None if degenerate."""
     nxt = np.roll(pts, -1, axis=0)
@@ -195,20 +301,6 @@ def _plane_normal(pts: np.ndarray) -> np.ndarray | None:
     ])
     norm = np.linalg.norm(n)
     return None if norm < 1e-9 else n / norm
-
-
-def _rasterise(polys_ijk: list[np.ndarray], shape) -> np.ndarray:
-    """Even-odd fill of polygons given in continuous (i, j, k) of a grid."""
-    from skimage.draw import polygon
-
-    mask = np.zeros(shape, dtype=bool)
-    for p in polys_ijk:
-        k = int(np.round(np.mean(p[:, 2])))
-        if not 0 <= k < shape[0]:
-            continue
-        rr, cc = polygon(p[:, 1], p[:, 0], shape[1:])
-        mask[k, rr, cc] ^= True
-    return mask
 
 
 def _contour_grid(polys_xyz: list[np.ndarray], reference: Image) -> Image:
@@ -248,74 +340,107 @@ def read_rtstruct(path, reference: Image) -> LabelMap:
     Parameters
     ----------
     path : path-like
-        The RTSTRUCT file.
+        The RTSTRUCT file (with or without preamble and file meta).
     reference : Image
         The grid to fill (usually the CT the structures were drawn on).
 
     Returns
     -------
     LabelMap
-        One label per ROI with contours (index = ROI Number, name = ROI Name
-        from the Structure Set ROI Sequence); ROIs without closed planar
-        contours keep their names but no voxels. Where ROIs overlap (a body
-        outline around organs), the smaller ROI wins.
+        One label per ROI (index = ROI Number, name = ROI Name from the
+        Structure Set ROI Sequence). Each ROI is rasterised into its own mask
+        (see :func:`_rasterise`: a voxel centre on a contour is inside, so
+        contours through boundary-voxel centres as OpenCV-based tools write
+        them and contours through voxel-edge midpoints give the same voxels)
+        and the label map is built by :meth:`LabelMap.from_masks`, so a ROI
+        around others (BODY) keeps its own full mask. ``meta`` holds the
+        file's ``frame_of_reference_uid``, ``patient_id``, ``study_uid`` and
+        ``referenced_series_uid``; ``warnings`` names every ROI that has
+        contours but no voxel on the grid, or only points and open lines.
 
     Raises
     ------
     InputError
         If the file is missing or not an RTSTRUCT.
+    LabelError
+        If the ROIs lie in several frames of reference.
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from ..load.dicom import dcmread_lenient
+    from .labels import dicom_region_meta, note_regions_without_voxels
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"RTSTRUCT {path} does not exist: check the path")
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = dcmread_lenient(path)
     except (InvalidDicomError, OSError) as e:
         raise InputError(f"cannot read {path} as DICOM ({type(e).__name__})") from None
     if ds.get("Modality") != "RTSTRUCT" or "StructureSetROISequence" not in ds:
         raise InputError(f"{path} is not an RTSTRUCT (Modality {ds.get('Modality')!r})")
+    warnings: list[str] = []
     names: dict[int, str] = {}
+    roi_frames: dict[int, str] = {}
     for roi in ds.StructureSetROISequence:
         number = int(roi.ROINumber)
         names[number] = str(roi.get("ROIName", "") or f"roi_{number}")
-    bad = [n for n in names if n <= 0]
-    if bad:  # label 0 is background: renumber every ROI 1..N in file order
-        names = {n + 1: v for n, v in enumerate(names.values())}
-        remap = {int(r.ROINumber): n + 1 for n, r in enumerate(ds.StructureSetROISequence)}
+        if roi.get("ReferencedFrameOfReferenceUID"):
+            roi_frames[number] = str(roi.ReferencedFrameOfReferenceUID)
+    numbers = list(names)
+    extra = [int(rc.ReferencedROINumber) for rc in ds.get("ROIContourSequence", [])
+             if int(rc.ReferencedROINumber) not in names]
+    for number in extra:
+        warnings.append(f"RTSTRUCT {path.name}: contours of ROI number {number}, which the Structure Set ROI "
+                        f"Sequence does not name: called roi_{number}")
+        names[number] = f"roi_{number}"
+        numbers.append(number)
+    if any(n <= 0 for n in numbers):  # label 0 is background: renumber every ROI 1..N in file order
+        remap = {n: pos + 1 for pos, n in enumerate(numbers)}
     else:
-        remap = {n: n for n in names}
+        remap = {n: n for n in numbers}
+    names = {remap[n]: v for n, v in names.items()}
 
     polys: dict[int, list[np.ndarray]] = {}
+    other_types: dict[int, set[str]] = {}
     for rc in ds.get("ROIContourSequence", []):
-        idx = remap.get(int(rc.ReferencedROINumber))
-        if idx is None:
-            continue
+        number = int(rc.ReferencedROINumber)
+        idx = remap[number]
         for c in rc.get("ContourSequence", []):
-            if str(c.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
-                continue  # points and open lines enclose no volume
+            kind = str(c.get("ContourGeometricType", "CLOSED_PLANAR") or "CLOSED_PLANAR").strip()
             data = np.asarray([float(v) for v in c.get("ContourData", [])], dtype=float)
-            if data.size < 9 or data.size % 3:
-                continue
+            if kind != "CLOSED_PLANAR" or data.size < 3 or data.size % 3:
+                other_types.setdefault(idx, set()).add(kind if data.size >= 3 and data.size % 3 == 0
+                                                       else "empty")
+                continue  # points and open lines enclose no volume
             polys.setdefault(idx, []).append(data.reshape(-1, 3))
+    for idx, kinds in sorted(other_types.items()):
+        if idx not in polys:
+            warnings.append(f"RTSTRUCT {path.name}: ROI {names[idx]} has only {'/'.join(sorted(kinds))} "
+                            "contours, which enclose no volume: it is not a region")
+
+    used_frames = {roi_frames[n] for n in numbers if remap[n] in polys and n in roi_frames}
+    if len(used_frames) > 1:
+        raise LabelError(f"RTSTRUCT {path} has ROIs in {len(used_frames)} frames of reference: keep the ROIs "
+                         "drawn on one image series in one file")
+    meta = dicom_region_meta(ds)
+    if used_frames:
+        meta["frame_of_reference_uid"] = used_frames.pop()
 
     all_polys = [p for ps in polys.values() for p in ps]
     target = reference
     if all_polys:
+        planar = [p for p in all_polys if len(p) >= 3]
         ijk_all = [reference.world_to_index(p) for p in all_polys]
         on_slices = all(np.ptp(q[:, 2]) < _SLICE_TOL and abs(np.mean(q[:, 2]) - np.round(np.mean(q[:, 2])))
                         < _SLICE_TOL for q in ijk_all)
-        if not on_slices:
-            target = _contour_grid(all_polys, reference)
+        if not on_slices and planar:
+            target = _contour_grid(planar, reference)
     shape = target.array.shape
-    masks, indices = [], []
-    for idx, ps in polys.items():
-        masks.append(_rasterise([target.world_to_index(p) for p in ps], shape))
-        indices.append(idx)
-    arr = _combine(masks, indices) if masks else np.zeros(shape, dtype=np.int32)
-    out = LabelMap(target.with_array(arr, units="label"), names, source=str(path))
+    masks = {idx: _rasterise([target.world_to_index(p) for p in ps], shape) for idx, ps in polys.items()}
+    out = LabelMap.from_masks(target, masks, names, source=str(path), meta=meta, warnings=warnings)
     if target is not reference:
         out = out.resampled_to(reference)
+    note_regions_without_voxels(out, {idx: f"{len(ps)} contour{'s' if len(ps) > 1 else ''}"
+                                      for idx, ps in polys.items()})
     return out
