@@ -1026,12 +1026,15 @@ def _implied_times(rows: list[dict], hl_h: float | None, use: str) -> list[tuple
 
 
 def _disagreement_s(implied, target: dt.datetime) -> tuple[float, dt.datetime] | None:
-    """Largest over slices of the smallest gap (over tau conventions) to ``target``, beyond each tolerance."""
+    """(gap in s, implied time) of the slice farthest from ``target``, among slices that no tau convention
+    brings within their tolerance; the gap is that of the first convention (the time of the mean activity)."""
     worst = None
     for base, shifts, tol in implied:
         gap = min(abs((base + dt.timedelta(seconds=s) - target).total_seconds()) for s in shifts)
-        if gap > tol and (worst is None or gap > worst[0]):
-            worst = (gap, base)
+        if gap > tol:
+            first = abs((base - target).total_seconds())
+            if worst is None or first > worst[0]:
+                worst = (first, base)
     return worst
 
 
@@ -1080,6 +1083,8 @@ def _decay_reference_meta(datasets: list, meta: dict, pet_iod: bool, where: str,
         return
     series = _series_time(datasets[0], where, warn) if pet_iod else None
     med = lambda imp: sorted(b for b, _, _ in imp)[len(imp) // 2]  # noqa: E731 - median time of the slices
+    names = {"series": "SeriesDate/SeriesTime", "frt": "FrameReferenceTime", "df": "DecayFactor",
+             "acq": "the acquisition start"}
     if series is not None and series <= acq0 + dt.timedelta(seconds=_DECAY_TOL_S):
         ref, route, src = series, "series", f"{_tag('SeriesDate')} + {_tag('SeriesTime')} (START: the series " \
                                             "reference, PS3.3 C.8.9.4.1.5; QIBA)"
@@ -1110,7 +1115,7 @@ def _decay_reference_meta(datasets: list, meta: dict, pet_iod: bool, where: str,
         bad = _disagreement_s(imp, ref)
         if bad is not None:
             warn.append(f"{where}: DecayCorrection START: {what} puts the decay reference at {_when(bad[1])}, "
-                        f"{bad[0]:.1f} s from {_when(ref)} ({src.split(' (')[0]}); the latter is used")
+                        f"{bad[0]:.1f} s from {_when(ref)} ({names[route]}); the latter is used")
     meta["decay_reference_offset_s"] = Sourced((ref - acq0).total_seconds(),
                                                f"{src}: {_when(ref)}, relative to the acquisition start")
 

@@ -607,9 +607,9 @@ def _decay_factor_check(s: Series, side: dict, src: str, state: str, first_rel, 
     key = "DecayCorrectionFactor" if side.get("DecayCorrectionFactor") is not None else "DecayFactor"
     raw = side.get(key)
     raw = raw[0] if isinstance(raw, list) and raw else raw
-    f = _number({key: raw}, key, src, positive=True) if raw is not None else None
+    f = _number({key: raw}, key, src, minimum=0.0) if raw is not None else None
     d = _number(side, "FrameDuration", src, minimum=0.0, seconds=True)
-    if f is None or not hl_h or first_rel is None or target_rel is None or not d:
+    if not f or not hl_h or first_rel is None or target_rel is None or not d:
         return
     lam_s = decay_constant_per_h(hl_h) / 3600.0
     text = repr(raw) if isinstance(raw, float) else str(raw)
@@ -617,8 +617,8 @@ def _decay_factor_check(s: Series, side: dict, src: str, state: str, first_rel, 
     tol = max(1.0, 0.5 * 10.0 ** -dec / f / lam_s) if "e" not in text.lower() else 1.0
     taus = [float(mean_activity_time_h(d / 3600.0, hl_h)) * 3600.0, d / 2.0]
     implied = [first_rel + t - math.log(f) / lam_s for t in taus]
-    gap = min(abs(v - target_rel) for v in implied)
-    if gap > tol:
+    gap = abs(implied[0] - target_rel)
+    if min(abs(v - target_rel) for v in implied) > tol:
         warn.append(f"{src}: {key} {f:g} puts the decay reference ({what}) at {implied[0]:.1f} s after TimeZero, "
                     f"{gap:.1f} s from the {state} reference ({target_rel:g} s); the latter is used")
 
@@ -703,7 +703,8 @@ def _set_times_checked(s: Series, side: dict, src: str, path: Path, scans: dict 
     for key in ("DecayCorrectionFactor", "DecayFactor"):
         raw = side.get(key)
         raw = raw[0] if isinstance(raw, list) and raw else raw
-        factor = _number({key: raw}, key, src, positive=True) if raw is not None and raw != [] else None
-        if factor is not None:
+        # dcm2niix writes 0 when the DICOM has no DecayFactor
+        factor = _number({key: raw}, key, src, minimum=0.0) if raw is not None and raw != [] else None
+        if factor:
             s.set("decay_factor", factor, f"{src}: {key}")
             break
