@@ -551,3 +551,17 @@ def test_earl_later_bed_alone_refers_to_the_series_start(tmp_path):
     nlab = LabelMap.from_masks(nimg, {1: np.ones(nimg.array.shape, bool)}, {1: "liver"})
     got = pct_of(quantify(nstudy, nlab, injection_time=dt.datetime(2025, 7, 9, 12, 28, 4)))
     assert got == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("state", ["START", "ADMIN", "NONE"])
+def test_beds_exported_as_separate_series_are_stitched_from_their_decay_reference(tmp_path, state):
+    # each bed its own series; both carry the PET series reference of the whole acquisition
+    n0, starts = write_pet(tmp_path / "pet", state=state, n_beds=2, keep_beds=(0,))
+    n1, _ = write_pet(tmp_path / "pet" / "bed1", state=state, n_beds=2, keep_beds=(1,))
+    study = load_study(tmp_path / "pet")
+    assert len(study.timepoints) == 1
+    em = study.timepoints[0].emission
+    assert len(em.get("beds")) == 2
+    labels, n = hot_labels(study)
+    assert n == n0 + n1
+    assert pct_of(quantify(study, labels)) == pytest.approx(truth_pct(n), rel=1e-3)

@@ -28,7 +28,12 @@ Geometry follows :mod:`spectrack.geometry` (LPS, array ``[k, j, i]``).
 Besides :data:`~spectrack.load.model.META_KEYS`, the readers may fill
 ``injection_time_of_day`` (only ``RadiopharmaceuticalStartTime``: the study
 layer chooses the date), ``decay_factor_per_slice`` and
-``frame_reference_time_s_per_slice`` (slice series), ``dose_calibration_factor``,
+``frame_reference_time_s_per_slice`` (slice series), ``decay_reference_offset_s``
+(START: seconds from the acquisition start to the time the values refer to,
+the PET series reference ``SeriesDate``/``SeriesTime`` checked against
+``FrameReferenceTime`` and ``DecayFactor``), ``beds_normalised`` (slices of
+several beds in one series put on the first bed's start and duration),
+``dose_calibration_factor``,
 ``radionuclide_code`` (an unrecognised code), ``gates_summed``, ``geometry``
 (where position, orientation and spacing came from), ``injection_timezone_offset``
 (the UTC offset suffix of ``RadiopharmaceuticalStartDateTime``) and
@@ -1038,6 +1043,10 @@ def _disagreement_s(implied, target: dt.datetime) -> tuple[float, dt.datetime] |
     return worst
 
 
+def _median_time(implied) -> dt.datetime:
+    return sorted(b for b, _, _ in implied)[len(implied) // 2]
+
+
 def _when(t: dt.datetime) -> str:
     return t.isoformat(sep=" ", timespec="milliseconds" if t.microsecond else "seconds")
 
@@ -1082,7 +1091,6 @@ def _decay_reference_meta(datasets: list, meta: dict, pet_iod: bool, where: str,
                             f"({_when(inj)}); values are taken as decay-corrected to the header's injection time")
         return
     series = _series_time(datasets[0], where, warn) if pet_iod else None
-    med = lambda imp: sorted(b for b, _, _ in imp)[len(imp) // 2]  # noqa: E731 - median time of the slices
     names = {"series": "SeriesDate/SeriesTime", "frt": "FrameReferenceTime", "df": "DecayFactor",
              "acq": "the acquisition start"}
     if series is not None and series <= acq0 + dt.timedelta(seconds=_DECAY_TOL_S):
@@ -1094,10 +1102,10 @@ def _decay_reference_meta(datasets: list, meta: dict, pet_iod: bool, where: str,
             why = (f"SeriesDate/SeriesTime {_when(series)} is after the acquisition start {_when(acq0)} "
                    "(a post-processed series): ")
         if pet_iod and frt:
-            ref, route = med(frt), "frt"
+            ref, route = _median_time(frt), "frt"
             src = f"{_tag('FrameReferenceTime')} back from each slice's acquisition time"
         elif pet_iod and dfs:
-            ref, route = med(dfs), "df"
+            ref, route = _median_time(dfs), "df"
             src = f"{_tag('DecayFactor')} = exp(lambda FrameReferenceTime), back from each slice's acquisition time"
         else:
             ref, route = acq0, "acq"

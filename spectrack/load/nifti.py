@@ -6,9 +6,18 @@ A NIfTI image becomes a :class:`~spectrack.load.model.Series`; its sidecar
 ``InjectedRadioactivity`` + ``InjectedRadioactivityUnits``, ``TimeZero``,
 ``InjectionStart``, ``ScanStart``, ``FrameTimesStart``, ``FrameDuration``,
 ``ImageDecayCorrected``, ``ImageDecayCorrectionTime``, ``Units``,
-``Manufacturer``, ``AttenuationCorrection``. ``Modality`` (NM, PT, CT) and
-``AcquisitionDateTime`` are read too (dcm2niix writes them). Scan dates come
-from ``scans.tsv`` (``filename``, ``acq_time``) in the folder or a parent.
+``Manufacturer``, ``AttenuationCorrection``. ``Modality`` (NM, PT, CT),
+``AcquisitionDateTime``, ``AcquisitionTime``, ``SeriesTime``, ``DecayCorrection``
+and ``DecayCorrectionFactor``/``DecayFactor`` are read too (dcm2niix writes
+them). Scan dates come from ``scans.tsv`` (``filename``, ``acq_time``: the
+first frame's start) in the folder or a parent.
+
+dcm2niix's PET sidecars count from the series start: ``ScanStart`` 0,
+``FrameTimesStart`` the bed's start after it, ``ImageDecayCorrectionTime`` 0
+for START (the values refer to ``ScanStart``, i.e. the series start) or the
+injection for ADMIN; they hold no ``TimeZero`` or ``InjectionStart``. A
+missing ``InjectionStart`` is never taken as 0: the injection time is then
+unknown unless ADMIN's decay time gives it.
 
 A NIfTI file with a ``<stem>.tsv`` beside it (or named ``labels*``/``*_dseg``)
 is a label map, not an image, and is not loaded here.

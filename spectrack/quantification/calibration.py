@@ -4,12 +4,21 @@ Three routes (``REFERENCE.md`` section 2):
 
 ``image``
     Values already in Bq/mL. What time they refer to follows the header's
-    decay-correction state: ``NONE`` (mean over the acquisition: times the
-    in-frame factor), ``START`` (acquisition start: as is), ``ADMIN``
-    (injection: decayed forward to the start), ``TIME`` (a given time).
+    decay-correction state (:func:`decay_state`): ``NONE`` (mean over the
+    acquisition: times the in-frame factor), ``START`` (the acquisition start,
+    or the series reference the loader found, e.g. for a later PET bed:
+    decayed from it to the scan start), ``ADMIN`` (the header's injection
+    time: decayed forward to the start), ``TIME`` (a given time).
 ``sensitivity``
     Counts (or cps) with a system volume sensitivity S in cps/MBq:
-    ``A_start = counts / (S * D) * lambda D / (1 - exp(-lambda D))``.
+    ``A_start = counts / (S * D) * lambda D / (1 - exp(-lambda D))`` for
+    ``NONE``; counts the scanner decay-corrected (START, ADMIN, TIME) get no
+    in-frame factor and the same decay from their reference time as Bq/mL.
+
+A state not in the header is assumed (``NONE``, or ``START`` when
+``CorrectedImage`` lists ``DECY``) with a warning in
+:attr:`Calibration.warnings`, which :func:`~spectrack.quantification.quantify`
+passes on to ``study.json``, the report and the command line.
 ``fov``
     Normalisation to the whole field of view at one time point: the sum of
     that scan equals the injected activity decayed to its start. This gives
