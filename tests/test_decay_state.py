@@ -565,3 +565,18 @@ def test_beds_exported_as_separate_series_are_stitched_from_their_decay_referenc
     labels, n = hot_labels(study)
     assert n == n0 + n1
     assert pct_of(quantify(study, labels)) == pytest.approx(truth_pct(n), rel=1e-3)
+
+
+def test_dcm2niix_start_sidecar_without_frame_times_start(tmp_path):
+    """dcm2niix counts from SeriesTime (ScanStart 0): without FrameTimesStart, AcquisitionTime - SeriesTime
+    is where the image starts."""
+    n_hot, starts = write_pet(tmp_path / "dicom", state="START", keep_beds=(2,))
+    nii, side = _dcm2niix(tmp_path / "dicom", tmp_path / "nifti", "pet")
+    assert side["SeriesTime"] == "12:00:00" and side["AcquisitionTime"].startswith("12:10:40")
+    del side["FrameTimesStart"]
+    (tmp_path / "nifti" / "pet.json").write_text(json.dumps(side))
+    _scans_tsv(tmp_path / "nifti", nii, starts[2])
+    study = load_study(tmp_path / "nifti")
+    assert study.timepoints[0].emission.get("decay_reference_offset_s") == pytest.approx(-640.0)
+    labels, _ = hot_labels(study)
+    assert pct_of(quantify(study, labels, injection_time=T_INJ)) == pytest.approx(truth_pct(n_hot), rel=1e-3)

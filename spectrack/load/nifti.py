@@ -647,6 +647,13 @@ def _set_times_checked(s: Series, side: dict, src: str, path: Path, scans: dict 
     frame_start = _number(side, "FrameTimesStart", src, seconds=True)
     # never defaulted: an absent InjectionStart leaves the injection time unknown
     inj_start = _number(side, "InjectionStart", src, seconds=True)
+    if frame_start is None and scan_start == 0 and _by_dcm2niix(side):
+        # dcm2niix counts from the series start (SeriesTime, ScanStart 0); without FrameTimesStart the
+        # image's own start is its AcquisitionTime
+        at, st = _text_value(side.get("AcquisitionTime")), _text_value(side.get("SeriesTime"))
+        if at is not None and st is not None:
+            frame_start = _clock_gap_s(parse_time_of_day(at, f"AcquisitionTime in {src}"),
+                                       parse_time_of_day(st, f"SeriesTime in {src}"))
     # PET-BIDS: ScanStart and FrameTimesStart are seconds after TimeZero; the acquisition start (the
     # image's first slice) is the first frame's start. dcm2niix writes ScanStart 0 (the series start)
     # and FrameTimesStart > 0 for a later bed
