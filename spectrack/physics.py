@@ -32,6 +32,7 @@ __all__ = [
     "decay_constant_per_h",
     "decay_factor",
     "in_frame_factor",
+    "mean_activity_time_h",
     "net_injected_activity_mbq",
 ]
 
@@ -159,6 +160,24 @@ def in_frame_factor(duration_h, half_life_h: float):
     # -expm1(-x) = 1 - exp(-x) without cancellation for small x
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(x > 0, x / -np.expm1(-np.where(x > 0, x, 1.0)), 1.0)
+    return out if out.ndim else float(out)
+
+
+def mean_activity_time_h(duration_h, half_life_h: float):
+    """When, after the start of an acquisition of length D, the activity equals its mean over D.
+
+    ``T_ave = ln(lambda D / (1 - exp(-lambda D))) / lambda`` (hours), slightly
+    before the midpoint ``D / 2``. PS3.3 C.8.9.4.1.5 gives it as one way to set
+    ``FrameReferenceTime``; Siemens PET headers use it (``DecayFactor`` =
+    ``exp(lambda FrameReferenceTime)``).
+
+    Examples
+    --------
+    >>> round(float(mean_activity_time_h(300 / 3600, 6586.2 / 3600)) * 3600, 3)
+    149.605
+    """
+    d = np.asarray(duration_h, dtype=float)
+    out = np.log(np.asarray(in_frame_factor(d, half_life_h), dtype=float)) / decay_constant_per_h(half_life_h)
     return out if out.ndim else float(out)
 
 

@@ -36,6 +36,8 @@ META_KEYS = {
     "decay_correction": "NONE, START or ADMIN: the time the values refer to",
     "decay_factor": "DecayFactor applied by the scanner",
     "frame_reference_time_s": "FrameReferenceTime in seconds",
+    "decay_reference_offset_s": "START/TIME: seconds from the acquisition start to the time the values refer to "
+                                "(negative: before it, e.g. the series start of a later PET bed)",
     "radionuclide": "nuclide name, e.g. Tc-99m",
     "half_life_h": "physical half-life in hours",
     "injected_activity_mbq": "injected (administered) activity in MBq",

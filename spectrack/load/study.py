@@ -60,7 +60,8 @@ def load_series(path) -> tuple[list[Series], list[str]]:
     series: list[Series] = []
     if path.is_file():
         if path.name.endswith((".nii", ".nii.gz")):
-            return [read_nifti_series(path, scans=read_scans_tsv(path.parent))], warnings
+            s = read_nifti_series(path, scans=read_scans_tsv(path.parent))
+            return [s], list(s.get("load_warnings") or [])
         from .dicom import load_dicom_folder
 
         return load_dicom_folder(path)
@@ -69,6 +70,7 @@ def load_series(path) -> tuple[list[Series], list[str]]:
         scans = read_scans_tsv(path)
         for p in niftis:
             series.append(read_nifti_series(p, scans=scans))
+            warnings += [w for w in series[-1].get("load_warnings") or [] if w not in warnings]
     others = [p for p in path.rglob("*") if p.is_file() and _is_probably_dicom_candidate(p)]
     if others:
         from .dicom import load_dicom_folder
@@ -214,17 +216,24 @@ def _stitch(beds: list[Series], warnings: list[str]) -> Series:
     for b in beds:
         scale = 1.0
         d = float(b.get("duration_s") or 0.0)
-        if state == "NONE" and d > 0 and d0 > 0 and abs(d - d0) > 1e-6:
+        if d > 0 and d0 > 0 and abs(d - d0) > 1e-6:
             # express every bed as if acquired for the first bed's duration
-            scale = float(in_frame_factor(d / 3600, hl) / in_frame_factor(d0 / 3600, hl))
+            if state == "NONE":
+                scale = float(in_frame_factor(d / 3600, hl) / in_frame_factor(d0 / 3600, hl))
             if units == "counts":
                 scale *= d0 / d
         images.append(b.image.with_array(b.image.array * scale) if scale != 1.0 else b.image)
+
+    def values_time(b):  # the time a bed's values refer to (its decay reference when decay-corrected)
+        return b.acquisition_start + dt.timedelta(seconds=float(b.get("decay_reference_offset_s") or 0.0))
+
     if state == "ADMIN":
         starts = [first.acquisition_start] * len(beds)  # already decay-corrected to injection
+    elif state in ("START", "TIME"):
+        starts = [values_time(b) for b in beds]  # each bed to the first bed's decay reference
     else:
         starts = [b.acquisition_start for b in beds]
-    img = stitch_beds(images, starts, half_life_h=hl, reference_time=first.acquisition_start, overlap="average")
+    img = stitch_beds(images, starts, half_life_h=hl, reference_time=starts[0], overlap="average")
     img.units = first.image.units
     s = Series(image=img, modality=first.modality, meta=dict(first.meta), files=[f for b in beds for f in b.files])
     s.set("beds", [{"series_uid": b.get("series_uid"), "acquisition_start": b.acquisition_start.isoformat(sep=" "),

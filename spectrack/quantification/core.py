@@ -136,6 +136,8 @@ def quantify(
                 f"check the injection time ({params.injection_time.source}) or give --injection-time")
     cals = calibrate_study(study, params, method=calibration, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                            fov_timepoint=fov_timepoint, duration_s=duration_s)
+    for c in cals:  # decay states assumed rather than read
+        warnings += [w for w in c.warnings if w not in warnings]
     a_inj = params.injected_mbq.value
     hl = params.half_life_h.value
     rows = []
