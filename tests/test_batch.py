@@ -9,12 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("distributed")
-pytest.importorskip("pyarrow")
-
-from spectrack.batch import find_label_map, read_manifest, run_batch, run_one  # noqa: E402
-from spectrack.cli import main  # noqa: E402
-from spectrack.pipeline import run_study  # noqa: E402
+from spectrack.batch import find_label_map, read_manifest, run_batch, run_one
+from spectrack.cli import main
+from spectrack.pipeline import run_study
 
 FRAC = ((0.3, 0.1), (0.2, 0.25), (0.05, 0.4))
 
