@@ -470,8 +470,9 @@ def batch(
                 if outcome is None:
                     log.info("batch: %d studies", total)
                 else:
-                    log.info("batch: [%d/%d] %s (%.1f s elapsed)", n, total,
-                             "".join(p if isinstance(p, str) else p[0] for p in line(outcome)),
+                    what = {"done": f"done in {outcome.seconds:.1f} s", "skipped": "skipped (unchanged)",
+                            "failed": f"failed: {outcome.reason}"}[outcome.status]
+                    log.info("batch: [%d/%d] %s: %s (%.1f s elapsed)", n, total, outcome.study, what,
                              time.perf_counter() - t0)
 
             summary = run(progress=cb)

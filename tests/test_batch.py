@@ -411,6 +411,8 @@ def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
     assert log[1] == "batch: starting a local Dask cluster of 2 worker process(es)"
     done = [ln for ln in log if re.match(r"batch: \[\d/3\] ", ln)]
     assert sorted(int(ln[8]) for ln in done) == [1, 2, 3]
+    assert sum(bool(re.match(r"batch: \[\d/3\] nhp_[ab]: done in \d+\.\d s ", ln)) for ln in done) == 2
+    assert sum("nhp_broken: failed: " in ln for ln in done) == 1
     assert all(re.search(r"\(\d+\.\d s elapsed\)$", ln) for ln in done)
     assert log[-2] == "batch: writing the cohort outputs"
     assert re.match(r"batch: finished \(\d+\.\d s elapsed\)$", log[-1])
