@@ -1,12 +1,28 @@
 """The ``spectrack`` command line: thin wrappers around one library call each.
 
 Exit codes: see :mod:`spectrack.errors` (``spectrack --help`` lists them).
-Bad input prints one ``spectrack: error: ...`` line, never a traceback.
+Bad input prints one ``spectrack: error: ...`` line, never a traceback; a bad
+option value is a usage error (exit 2).
+
+The study options (``--labels``, ``--sensitivity``, ``--auto-regions``...)
+are defined once, by the fields of :class:`spectrack.settings.Settings`, and
+added to every command that runs studies with :func:`study_options`; a
+settings file (``--config``) takes the same keys. Nothing the user or a file
+supplies is ever parsed as rich markup (see :func:`_say`).
+
+Progress goes to stderr: a rich bar on a terminal, otherwise (batch jobs,
+``nohup``, schedulers, pipes) one log line per stage with the elapsed time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import inspect
+import logging
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,8 +41,12 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_DT_HELP = "ISO 8601, e.g. 2026-03-14T21:40:00"
+_STUDY_HELP = "Study folder (DICOM and/or NIfTI), study file, or NIfTI files."
+_CONFIG_HELP = ("Settings file (TOML/JSON) with the study options' keys (e.g. sensitivity = 30); "
+                "options given on the command line override it.")
 
+
+# ---------------------------------------------------------------- output without markup
 
 def _console(stderr: bool = False):
     from rich.console import Console
@@ -34,11 +54,192 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _warn(lines):
+def _say(*parts, err: bool = False, console=None) -> None:
+    """Print one line; each part is plain text or ``(text, style)``, never parsed as markup.
+
+    Paths, region names, file names and error messages come from the user
+    and from files: ``[batch]``, ``scan[old]`` and ``[/x]`` must print as
+    written.
+    """
+    from rich.text import Text
+
+    (console or _console(stderr=err)).print(Text.assemble(*[str(p) if isinstance(p, Path) else p for p in parts]))
+
+
+def _warn(lines) -> None:
     con = _console(stderr=True)
     for w in lines:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        _say(("warning:", "yellow"), " ", str(w), console=con)
 
+
+def _wrote(outputs) -> None:
+    _say("wrote ", ", ".join(str(p) for p in outputs))
+
+
+# ---------------------------------------------------------------- the shared study options
+
+_OPTION_TYPES = {"float": Optional[float], "int": Optional[int], "bool": Optional[bool], "str": Optional[str]}
+
+
+def _study_option_params(include, exclude) -> list[inspect.Parameter]:
+    """One typer option per :class:`~spectrack.settings.Settings` field with CLI help."""
+    from .settings import Settings, option_name
+
+    params = []
+    for f in dataclasses.fields(Settings):
+        if "help" not in f.metadata or f.name in exclude or (include is not None and f.name not in include):
+            continue
+        kind = f.type.replace(" | None", "")
+        ann = Optional[str] if kind.startswith("list") else _OPTION_TYPES[kind]
+        flag = option_name(f.name)
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind == "bool" else [flag]
+        if f.metadata.get("short"):
+            decls.append(f.metadata["short"])
+        if f.metadata.get("shown"):
+            shown = f.metadata["shown"]
+        elif kind == "bool":
+            shown = flag[2:] if f.default else f"no-{flag[2:]}"
+        else:
+            shown = str(f.default)
+        help_ = f.metadata["help"]
+        if flag[2:] != f.name.replace("_", "-"):
+            help_ += f" Settings-file key {flag[2:]} or {f.name}."
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
+                                        default=typer.Option(None, *decls, help=help_, show_default=shown)))
+    return params
+
+
+def study_options(*, include=None, exclude=()):
+    """Add the study options (the :class:`~spectrack.settings.Settings` fields) to a command.
+
+    The command takes a keyword ``options``: the options given on the command
+    line, validated into a :class:`StudyOptions`. Use it as the decorator
+    below ``@app.command()``.
+
+    Parameters
+    ----------
+    include : iterable of str, optional
+        Only these fields (default: all of them).
+    exclude : iterable of str
+        Fields that make no sense for the command (``subject`` for a batch).
+    """
+
+    def deco(fn):
+        extra = _study_option_params(include, exclude)
+        names = [p.name for p in extra]
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "options"]
+        ctx = inspect.Parameter("_typer_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            given = {n: kwargs.pop(n) for n in names}
+            opts = StudyOptions({k: v for k, v in given.items() if v is not None}, kwargs.pop("_typer_ctx"))
+            return fn(**kwargs, options=opts)
+
+        params = own + extra + [ctx]
+        command.__signature__ = sig.replace(parameters=params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return deco
+
+
+@dataclasses.dataclass
+class StudyOptions:
+    """The study options given on the command line (``{field: value}``) and the click context."""
+
+    given: dict
+    ctx: object = None
+
+    def settings(self, config: Path | None = None, *, base=None):
+        """:class:`~spectrack.settings.Settings`: ``base`` (or the settings file), then the given options.
+
+        A bad option value is a usage error (exit 2) naming the option; a bad
+        settings file is an :class:`~spectrack.errors.InputError` (exit 3).
+        """
+        from .settings import Settings, SettingError, option_name, read_settings_file, settings_from_mapping
+
+        try:
+            cli = settings_from_mapping(self.given, where="options")
+        except SettingError as e:
+            raise typer.BadParameter(e.problem, ctx=self.ctx, param_hint=f"'{option_name(e.key)}'") from None
+        if base is None:
+            base = read_settings_file(config) if config else Settings()
+        return dataclasses.replace(base, **{k: getattr(cli, k) for k in self.given})
+
+
+# ---------------------------------------------------------------- progress
+
+@contextlib.contextmanager
+def _progress_log():
+    """Log records of ``spectrack.*`` at INFO to stderr, one line each, while the block runs."""
+    logger = logging.getLogger("spectrack")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s spectrack: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    old = logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield logging.getLogger("spectrack.progress")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def _stage_progress(label: str):
+    """A ``progress(stage, fraction)`` callback for :func:`spectrack.run_study`.
+
+    On a terminal: a transient rich bar. Otherwise: one log line on stderr as
+    each stage starts and when the run ends, with the elapsed time.
+    """
+    err = _console(stderr=True)
+    if err.is_terminal:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as prog:
+            task = prog.add_task("load", total=1.0)
+            yield lambda stage, frac: prog.update(task, description=stage, completed=frac)
+        return
+    t0 = time.perf_counter()
+    current: list = [None]
+
+    def cb(stage, frac):
+        if stage != current[0]:
+            current[0] = stage
+            log.info("%s: %s (%.1f s elapsed)", label, stage, time.perf_counter() - t0)
+
+    with _progress_log() as log:
+        yield cb
+        log.info("%s: finished (%.1f s elapsed)", label, time.perf_counter() - t0)
+
+
+def _run_with_progress(fn, path, settings, out, command=None):
+    label = Path(path[0] if isinstance(path, list) else path).name
+    with _stage_progress(label) as cb:
+        return fn(path, settings, out_dir=out, progress=cb, command=command)
+
+
+def print_table(table) -> None:
+    """Print %ID (decay-corrected) per region (rows) and time point (columns)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    df = table[table["kind"].isin(["region", "group", "fov"])]
+    piv = df.pivot_table(index="region", columns="time_h", values="pct_id", sort=False)
+    t = Table(title="%ID, decay-corrected to injection", title_justify="left")
+    t.add_column("region")
+    for c in piv.columns:
+        t.add_column(f"{c:.2f} h", justify="right")
+    for region, row in piv.iterrows():
+        t.add_row(Text(str(region)), *[f"{v:.3f}" for v in row.values])
+    _console().print(t)
+
+
+# ---------------------------------------------------------------- commands
 
 def _print_version(value: bool):
     if value:
@@ -54,142 +255,116 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
     """Percent injected dose per region over time from SPECT/CT (and PET) series."""
 
 
+def _study_arg(study: list[Path]):
+    return study[0] if len(study) == 1 else list(study)
+
+
+def _fmt_value(v) -> str:
+    if hasattr(v, "isoformat") and not isinstance(v, str):  # datetime, date or time of day
+        return v.isoformat(sep=" ") if hasattr(v, "date") and hasattr(v, "time") else v.isoformat()
+    return str(v)
+
+
+def timepoint_summary(study) -> list[dict]:
+    """One row per time point: time, modality, grid, units, decay state, dose (``spectrack info``)."""
+    rows = []
+    for tp in study.timepoints:
+        e = tp.emission
+        start, inj = e.get("acquisition_start"), e.get("injection_time")
+        after = f"{(start - inj).total_seconds() / 3600:+.2f} h" if start is not None and inj is not None else "?"
+        img = e.image
+        grid = ("x".join(str(n) for n in img.shape_ijk) + " @ " + "x".join(f"{v:.3g}" for v in img.spacing_mm)
+                + " mm")
+        dose = e.get("injected_activity_mbq")
+        rows.append({
+            "tp": str(tp.index),
+            "acquisition start": f"{start:%Y-%m-%d %H:%M:%S}" if start is not None else "?",
+            "after injection": after,
+            "modality": e.modality + ("+CT" if tp.ct is not None else ""),
+            "grid": grid,
+            "units": str(e.get("units") or "?"),
+            "decay": str(e.get("decay_correction") or "?"),
+            "dose": f"{dose:.4g} MBq" if dose is not None else "?",
+            "nuclide": str(e.get("radionuclide") or "?"),
+        })
+    return rows
+
+
 @app.command()
+@study_options(include=("times_h", "subject"))
 def info(
-    study: List[Path] = typer.Argument(..., help="Study folder (DICOM and/or NIfTI), study file, or NIfTI files."),
-    times_h: Optional[str] = typer.Option(None, "--times-h", help="Scan times after injection (h), comma-separated."),
-    as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+    study: List[Path] = typer.Argument(..., help=_STUDY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the full description as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Every metadata value with the tag it came from."),
+    *,
+    options,
 ):
-    """Show the series, time points and every metadata value with the tag it came from."""
+    """Summarise the time points (one line each); --verbose: every value and the tag it came from."""
     import json
 
     from .load import load_study
     from .pipeline import _json_default, describe_study
-    from .settings import settings_from_mapping
 
-    s = settings_from_mapping({"times_h": times_h}, where="options")
-    st = load_study(study[0] if len(study) == 1 else list(study), times_h=s.times_h)
-    desc = describe_study(st)
+    s = options.settings()
+    st = load_study(_study_arg(study), times_h=s.times_h, subject=s.subject)
     if as_json:
-        typer.echo(json.dumps(desc, indent=2, default=_json_default))
+        typer.echo(json.dumps(describe_study(st), indent=2, default=_json_default))
+        return
+    con = _console()
+    _say(("subject", "bold"), f" {st.subject}  ", ("time points", "bold"), f" {len(st.timepoints)}  ",
+         ("path", "bold"), f" {st.path}", console=con)
+    if not verbose:
+        rows = timepoint_summary(st)
+        cols = list(rows[0]) if rows else []
+        width = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in cols}
+        _say(("  ".join(c.ljust(width[c]) for c in cols).rstrip(), "bold"), console=con)
+        for r in rows:
+            _say("  ".join(r[c].ljust(width[c]) for c in cols).rstrip(), console=con)
+        if st.extra_series:
+            _say(f"{len(st.extra_series)} CT series without an emission scan", console=con)
+        _say(("(spectrack info --verbose: every value and the tag it came from)", "dim"), console=con)
+        _warn(st.warnings)
         return
     from rich.table import Table
+    from rich.text import Text
 
-    con = _console()
-    con.print(f"[bold]subject[/bold] {st.subject}  [bold]time points[/bold] {len(st.timepoints)}  "
-              f"[bold]path[/bold] {st.path}")
     for tp in st.timepoints:
-        con.rule(f"time point {tp.index}: {tp.acquisition_start:%Y-%m-%d %H:%M:%S}")
+        con.rule(Text(f"time point {tp.index}: {_fmt_value(tp.acquisition_start)}"))
         for s_ in (tp.emission, tp.ct):
             if s_ is None:
-                con.print("  CT: none")
+                _say("  CT: none", console=con)
                 continue
-            t = Table(title=s_.describe(), title_justify="left", show_edge=False, pad_edge=False)
+            t = Table(title=Text(s_.describe()), title_justify="left", show_edge=False, pad_edge=False)
             t.add_column("key")
             t.add_column("value", overflow="fold")
             t.add_column("from", overflow="fold", style="dim")
             for k, v in sorted(s_.meta.items()):
                 if k == "pair_with":
                     continue
-                val = v.value
-                if hasattr(val, "isoformat") and not isinstance(val, str):  # datetime, date or time of day
-                    val = val.isoformat(sep=" ") if hasattr(val, "date") and hasattr(val, "time") else val.isoformat()
-                t.add_row(k, str(val), v.source)
+                t.add_row(Text(k), Text(_fmt_value(v.value)), Text(str(v.source)))
             con.print(t)
     _warn(st.warnings)
 
 
 @app.command()
+@study_options()
 def quantify(
-    study: List[Path] = typer.Argument(..., help="Study folder (DICOM and/or NIfTI), study file, or NIfTI files."),
-    labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Regions: NIfTI label map (names in "
-                                          "<stem>.tsv), DICOM-SEG, RTSTRUCT or a TotalSegmentator folder."),
+    study: List[Path] = typer.Argument(..., help=_STUDY_HELP),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (TOML/JSON); options override it."),
-    calibration: Optional[str] = typer.Option(None, help="auto | image (Bq/mL) | sensitivity | fov."),
-    sensitivity: Optional[float] = typer.Option(None, "--sensitivity", help="System sensitivity, cps/MBq."),
-    fov_timepoint: Optional[int] = typer.Option(None, help="Time point for field-of-view normalisation."),
-    injected_mbq: Optional[float] = typer.Option(None, help="Injected activity (MBq); overrides headers."),
-    injection_time: Optional[str] = typer.Option(None, help=f"Injection date-time, {_DT_HELP}."),
-    injected_measured_at: Optional[str] = typer.Option(None, help="When --injected-mbq was measured (default: at injection)."),
-    residual_mbq: Optional[float] = typer.Option(None, help="Residual activity in syringe/lines (MBq)."),
-    residual_time: Optional[str] = typer.Option(None, help="When the residual was measured (default: injection)."),
-    half_life_h: Optional[float] = typer.Option(None, help="Physical half-life (h); overrides headers."),
-    radionuclide: Optional[str] = typer.Option(None, help="Radionuclide (e.g. Tc-99m); half-life from the table."),
-    duration_s: Optional[float] = typer.Option(None, help="Acquisition duration (s); overrides headers."),
-    times_h: Optional[str] = typer.Option(None, "--times-h", help="Scan times after injection (h), comma-separated."),
-    subject: Optional[str] = typer.Option(None, help="Subject identifier."),
-    register: Optional[bool] = typer.Option(None, "--register/--no-register", help="Register time points to the reference CT."),
-    reference: Optional[int] = typer.Option(None, help="Reference time point for registration (labels live there)."),
-    label_resampling: Optional[str] = typer.Option(None, help="Labels through registration: linear (default: "
-                                                   "each region interpolated linearly, largest wins; alias vote) | "
-                                                   "nearest | gaussian."),
-    auto_regions: Optional[str] = typer.Option(None, help="Automatic regions: rat | nhp | human."),
-    canal_boundaries_mm: Optional[str] = typer.Option(None, help="Canal level boundaries, 3 distances (mm) along "
-                                                      "the canal from its sacral end, comma-separated."),
-    neuraxis_margin_mm: Optional[float] = typer.Option(None, help="Margin (mm) around the canal for the neuraxis "
-                                                       "profile (PSF spill)."),
-    species: Optional[str] = typer.Option(None, help="rat | nhp | human | mouse (recorded; sets preset defaults)."),
-    pvc: Optional[bool] = typer.Option(None, "--pvc/--no-pvc", help="GTM recovery (partial-volume) correction."),
-    psf_fwhm_mm: Optional[float] = typer.Option(None, help="Reconstructed system resolution FWHM (mm) for --pvc."),
-    uncertainty_draws: Optional[int] = typer.Option(None, help="Monte Carlo draws for 95 % intervals (0 = none)."),
-    calibration_cv: Optional[float] = typer.Option(None, help="Calibration coefficient of variation (default 0.027)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed of the Monte Carlo intervals."),
-    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="Write the HTML report."),
+    config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table."),
+    *,
+    options,
 ):
-    """Quantify %ID per region and time point; write regions.csv and study.json."""
+    """Quantify %ID per region and time point; write regions.csv, study.json and the report."""
     from .pipeline import run_study
-    from .settings import Settings, read_settings_file, settings_from_mapping
 
-    base = read_settings_file(config).to_dict() if config else {}
-    opts = dict(labels=str(labels) if labels else None, calibration=calibration,
-                sensitivity_cps_per_mbq=sensitivity, fov_timepoint=fov_timepoint, injected_mbq=injected_mbq,
-                injection_time=injection_time, injected_measured_at=injected_measured_at,
-                residual_mbq=residual_mbq, residual_time=residual_time, half_life_h=half_life_h,
-                radionuclide=radionuclide, duration_s=duration_s, times_h=times_h, subject=subject,
-                register=register, reference=reference, label_resampling=label_resampling, auto_regions=auto_regions,
-                canal_boundaries_mm=canal_boundaries_mm, neuraxis_margin_mm=neuraxis_margin_mm, report=report, species=species,
-                pvc=pvc, psf_fwhm_mm=psf_fwhm_mm, uncertainty_draws=uncertainty_draws,
-                calibration_cv=calibration_cv, seed=seed)
-    base.update({k: v for k, v in opts.items() if v is not None})
-    base.pop("extra", None)
-    defaults = Settings().to_dict()
-    settings = settings_from_mapping({k: v for k, v in base.items() if v != defaults.get(k)}, where="options")
-    res = _run_with_progress(run_study, study[0] if len(study) == 1 else list(study), settings, out,
-                             command=["spectrack"] + sys.argv[1:])
+    settings = options.settings(config)
+    res = _run_with_progress(run_study, _study_arg(study), settings, out, command=["spectrack"] + sys.argv[1:])
     if not quiet:
         print_table(res.table)
     _warn(res.metadata.get("warnings", []))
-    _console().print(f"wrote {', '.join(str(p) for p in res.outputs.values())}")
-
-
-def _run_with_progress(fn, path, settings, out, command=None):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=_console(stderr=True), transient=True) as prog:
-        task = prog.add_task("load", total=1.0)
-
-        def cb(stage, frac):
-            prog.update(task, description=stage, completed=frac)
-
-        return fn(path, settings, out_dir=out, progress=cb, command=command)
-
-
-def print_table(table) -> None:
-    """Print %ID (decay-corrected) per region (rows) and time point (columns)."""
-    from rich.table import Table
-
-    df = table[table["kind"].isin(["region", "group", "fov"])]
-    piv = df.pivot_table(index="region", columns="time_h", values="pct_id", sort=False)
-    t = Table(title="%ID, decay-corrected to injection", title_justify="left")
-    t.add_column("region")
-    for c in piv.columns:
-        t.add_column(f"{c:.2f} h", justify="right")
-    for region, row in piv.iterrows():
-        t.add_row(region, *[f"{v:.3f}" for v in row.values])
-    _console().print(t)
+    _wrote(res.outputs.values())
 
 
 @app.command()
@@ -200,7 +375,7 @@ def demo(
     from .phantom.sample import sample_study
 
     info_ = sample_study()
-    _console().print(f"sample study: {info_['path']} (truth in {info_['truth']})")
+    _say(f"sample study: {info_['path']} (truth in {info_['truth']})")
     from .pipeline import run_study
     from .settings import settings_from_mapping
 
@@ -208,7 +383,7 @@ def demo(
     res = _run_with_progress(run_study, info_["path"], settings, out, command=["spectrack", "demo"])
     print_table(res.table)
     _warn(res.metadata.get("warnings", []))
-    _console().print(f"wrote {', '.join(str(p) for p in res.outputs.values())}")
+    _wrote(res.outputs.values())
 
 
 @app.command()
@@ -222,87 +397,121 @@ def phantom(
 ):
     """Write a digital phantom study (DICOM export, NIfTI study, labels, exact truth)."""
     from .phantom import make_study
+    from .settings import SPECIES
 
+    if preset not in SPECIES:
+        raise typer.BadParameter(f"must be one of {', '.join(SPECIES)}, got {preset!r}", param_hint="'--preset'")
+    if units not in ("counts", "bqml"):
+        raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
     make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise)
-    _console().print(f"wrote phantom study to {out} (truth in {out / 'truth.json'})")
+    _say(f"wrote phantom study to {out} (truth in {out / 'truth.json'})")
 
 
 @app.command()
+@study_options(exclude=("subject",))
 def batch(
     root: Optional[Path] = typer.Argument(None, help="Folder with one study per subfolder (DICOM and/or NIfTI)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (studies/, logs/, cohort.csv, report)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m",
-                                            help="CSV/TSV or TOML manifest: path, study and Settings columns "
+                                            help="CSV/TSV or TOML manifest: path, study and settings columns "
                                                  "(per-study overrides); instead of ROOT."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (TOML/JSON) for every study; "
-                                                                 "manifest columns override it."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
-                                          help="Worker processes of the embedded Dask cluster (default: cores)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP + " Manifest columns override both."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, show_default="one per core",
+                                          help="Worker processes of the embedded Dask cluster."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="Address of an existing Dask scheduler (tcp://host:8786) "
                                                  "instead of an embedded cluster."),
     force: bool = typer.Option(False, "--force", help="Recompute studies whose results are up to date."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Write cohort_report.html and figures."),
+    *,
+    options,
 ):
-    """Quantify many studies in parallel (Dask); write per-study results, cohort table and report."""
+    """Quantify many studies in parallel (Dask) with the study options of quantify; write per-study results,
+    the cohort table and report."""
     from .batch import run_batch
     from .errors import BatchError
-    from .settings import read_settings_file
 
     if (root is None) == (manifest is None):
         raise typer.BadParameter("give a ROOT folder or --manifest FILE (one of them)", param_hint="ROOT")
     if scheduler and workers:
         raise typer.BadParameter("--workers sets the embedded cluster; with --scheduler the workers are the "
-                                 "scheduler's", param_hint="--workers")
-    settings = read_settings_file(config) if config else None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+                                 "scheduler's", param_hint="'--workers'")
+    settings = options.settings(config)
     err = _console(stderr=True)
-    marks = {"done": "[green]done[/green]", "skipped": "[dim]skipped (unchanged)[/dim]",
-             "failed": "[red]failed[/red]"}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as prog:
-        task = prog.add_task("studies", total=None)
+    marks = {"done": ("done", "green"), "skipped": ("skipped (unchanged)", "dim"), "failed": ("failed", "red")}
 
-        def cb(outcome, n, total):
-            prog.update(task, completed=n, total=total)
-            if outcome is not None:
-                line = f"{outcome.study}: {marks[outcome.status]}"
-                if outcome.status == "done":
-                    line += f" ({outcome.seconds:.1f} s)"
-                elif outcome.status == "failed":
-                    line += f": {outcome.reason}"
-                prog.console.print(line, markup=True, highlight=False)
+    def line(outcome):
+        parts = [f"{outcome.study}: ", marks[outcome.status]]
+        if outcome.status == "done":
+            parts.append(f" ({outcome.seconds:.1f} s)")
+        elif outcome.status == "failed":
+            parts.append(f": {outcome.reason}")
+        return parts
 
-        summary = run_batch(root, out, settings=settings, manifest=manifest, workers=workers, scheduler=scheduler,
-                            force=force, progress=cb, report=report, command=["spectrack"] + sys.argv[1:])
+    run = functools.partial(run_batch, root, out, settings=settings, manifest=manifest, workers=workers,
+                            scheduler=scheduler, force=force, report=settings.report,
+                            command=["spectrack"] + sys.argv[1:])
+    if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as prog:
+            task = prog.add_task("studies", total=None)
+
+            def cb(outcome, n, total):
+                prog.update(task, completed=n, total=total)
+                if outcome is not None:
+                    _say(*line(outcome), console=prog.console)
+
+            summary = run(progress=cb)
+    else:
+        t0 = time.perf_counter()
+        with _progress_log() as log:
+            def cb(outcome, n, total):
+                if outcome is None:
+                    log.info("batch: %d studies", total)
+                else:
+                    what = {"done": f"done in {outcome.seconds:.1f} s", "skipped": "skipped (unchanged)",
+                            "failed": f"failed: {outcome.reason}"}[outcome.status]
+                    log.info("batch: [%d/%d] %s: %s (%.1f s elapsed)", n, total, outcome.study, what,
+                             time.perf_counter() - t0)
+
+            summary = run(progress=cb)
+            log.info("batch: finished (%.1f s elapsed)", time.perf_counter() - t0)
     con = _console()
     c = summary.counts()
-    con.print(f"{len(summary.outcomes)} studies: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
-              f"({summary.seconds:.1f} s)")
+    n = len(summary.outcomes)
+    _say(f"{n} studies: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed ({summary.seconds:.1f} s)",
+         console=con)
     for o in summary.failed:
-        con.print(f"  failed {o.study}: {o.reason}", markup=False)
-    con.print(f"wrote {out / 'cohort.csv'}, {out / 'cohort.parquet'}"
-              + (f", {out / 'cohort_report.html'}" if report else "") + f"; per study: {out / 'studies'}")
+        _say(f"  failed {o.study}: {o.reason}", console=con)
+    if not summary.succeeded:
+        _say(("nothing succeeded", "red"), f": all {n} studies failed, so no cohort table or report was written; "
+             f"wrote {out / 'failures.csv'} and {out / 'batch.json'}", console=con)
+        raise BatchError(f"all {n} studies failed, nothing was quantified: see {out / 'failures.csv'} and "
+                         f"{out / 'logs'}")
+    _say(f"wrote {out / 'cohort.csv'}, {out / 'cohort.parquet'}"
+         + (f", {out / 'cohort_report.html'}" if "cohort_report.html" in summary.outputs else "")
+         + f"; per study: {out / 'studies'}", console=con)
     if summary.failed:
-        raise BatchError(f"{c['failed']} of {len(summary.outcomes)} studies failed: see {out / 'failures.csv'} "
-                         f"and {out / 'logs'}")
+        raise BatchError(f"{c['failed']} of {n} studies failed: see {out / 'failures.csv'} and {out / 'logs'}")
 
 
 @app.command()
 def report(
     results: Path = typer.Argument(..., help="Results folder of spectrack quantify (regions.csv, study.json)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write report.html and figures/ "
-                                                                  "(default: the results folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="the results folder",
+                                       help="Where to write report.html and figures/."),
     log_y: bool = typer.Option(False, "--log-y", help="Logarithmic %ID axis in the time-activity plots."),
 ):
     """Regenerate the HTML report (report.html, figures/*.png) from a results folder."""
     from .report import report_from_results
 
     outputs = report_from_results(results, out_dir=out, log_y=log_y)
-    _console().print(f"wrote {outputs['report.html']} and {len(outputs) - 1} figure(s) in "
-                     f"{outputs['report.html'].parent / 'figures'}")
+    _say(f"wrote {outputs['report.html']} and {len(outputs) - 1} figure(s) in "
+         f"{outputs['report.html'].parent / 'figures'}")
 
+
+# ---------------------------------------------------------------- entry point
 
 def main(args=None) -> int:
     """Entry point: run the CLI, turning domain errors into one line and an exit code."""
@@ -313,12 +522,12 @@ def main(args=None) -> int:
         rv = cmd.main(args=args, prog_name="spectrack", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
     except SpectrackError as e:
-        _console(stderr=True).print(f"[red]spectrack: error:[/red] {e}", markup=True)
+        _say(("spectrack: error:", "red"), f" {e}", err=True)
         return e.exit_code
     except typer.Exit as e:
         return int(getattr(e, "exit_code", 0) or 0)
     except (typer.Abort, KeyboardInterrupt):
-        _console(stderr=True).print("spectrack: interrupted")
+        _say("spectrack: interrupted", err=True)
         return 130
     except Exception as e:
         # click (vendored or not) usage errors: print usage and the message, exit 2
@@ -328,7 +537,7 @@ def main(args=None) -> int:
         raise
 
 
-def _entry():  # console script
+def _entry():  # console script and python -m spectrack
     sys.exit(main())
 
 

@@ -169,7 +169,17 @@ def run_study(
     if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
         import dataclasses
 
-        settings = dataclasses.replace(settings, labels=str(Path(settings.labels).resolve()))
+        from .settings import is_label_pattern, labels_for_study
+
+        lab_setting = settings.labels
+        if is_label_pattern(lab_setting):  # '{study}/labels.nii.gz', '*_dseg.nii.gz': this study's file
+            where = path[0] if isinstance(path, (list, tuple)) and path else path
+            if where is None and study is not None:
+                where = study.path
+            if where is None:
+                raise InputError(f"labels {lab_setting} is a per-study pattern: give the study path")
+            lab_setting = labels_for_study(lab_setting, where)
+        settings = dataclasses.replace(settings, labels=str(Path(lab_setting).resolve()))
 
     def step(stage, frac):
         if cancel is not None and cancel():

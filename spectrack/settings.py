@@ -16,45 +16,82 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["Settings", "settings_from_mapping", "read_settings_file"]
+__all__ = ["Settings", "SettingError", "SPECIES", "ALIASES", "settings_from_mapping", "read_settings_file",
+           "option_name", "labels_for_study", "is_label_pattern"]
+
+
+#: Species with a preset (automatic regions, phantom, default PSF FWHM); ``--species`` and
+#: ``--auto-regions`` accept exactly these (tests check the presets agree).
+SPECIES = ("rat", "nhp", "human")
+
+
+def _opt(default, help: str, *, flag: str | None = None, shown: str | None = None, short: str | None = None):
+    """A setting that is also a command-line option of ``quantify`` and ``batch``.
+
+    ``flag`` is the option's name when it is not the field name with ``-``
+    (it is then also accepted as a settings-file key); ``shown`` is the
+    default as ``--help`` shows it.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "shown": shown, "short": short})
+
+
+_DT = "ISO 8601, e.g. 2026-03-14T21:40:00"
 
 
 @dataclass
 class Settings:
     """Everything that changes a result (and so goes into provenance and the
     batch cache key). Times are ISO 8601 strings; activities in MBq.
+
+    Each field is also a settings-file key (TOML/JSON, batch manifest column)
+    and, with its ``help`` metadata, a command-line option of ``quantify`` and
+    ``batch`` (``--injected-mbq``...; ``sensitivity_cps_per_mbq`` is
+    ``--sensitivity``, and ``sensitivity`` is accepted as its key too).
     """
 
-    labels: str | None = None
-    calibration: str = "auto"
-    sensitivity_cps_per_mbq: float | None = None
-    fov_timepoint: int = 0
-    injected_mbq: float | None = None
-    injection_time: str | None = None
-    injected_measured_at: str | None = None
-    residual_mbq: float | None = None
-    residual_time: str | None = None
-    half_life_h: float | None = None
-    radionuclide: str | None = None
-    duration_s: float | None = None
-    times_h: list[float] | None = None
-    subject: str | None = None
-    species: str | None = None
-    group: str | None = None
-    dose_mg: float | None = None
-    register: bool = False
-    reference: int = 0
+    labels: str | None = _opt(
+        None, "Regions: NIfTI label map (names in <stem>.tsv), DICOM-SEG, RTSTRUCT or a TotalSegmentator folder. "
+        "A pattern is resolved per study: {study} is the study folder, {name} its name, and * or ? glob "
+        "relative to the study folder (e.g. '{study}/labels.nii.gz', '**/*_dseg.nii.gz').", short="-l",
+        shown="none; batch: each study's labels.nii.gz")
+    calibration: str = _opt("auto", "auto | image (Bq/mL) | sensitivity | fov.")
+    sensitivity_cps_per_mbq: float | None = _opt(None, "System volume sensitivity, cps/MBq (count images).",
+                                                 flag="sensitivity", shown="none")
+    fov_timepoint: int = _opt(0, "Time point for field-of-view normalisation (--calibration fov).")
+    injected_mbq: float | None = _opt(None, "Injected activity (MBq); overrides headers.", shown="from headers")
+    injection_time: str | None = _opt(None, f"Injection date-time, {_DT}; overrides headers.", shown="from headers")
+    injected_measured_at: str | None = _opt(None, "When --injected-mbq was measured.", shown="at injection")
+    residual_mbq: float | None = _opt(None, "Residual activity in syringe/lines (MBq).", shown="none")
+    residual_time: str | None = _opt(None, "When the residual was measured.", shown="at injection")
+    half_life_h: float | None = _opt(None, "Physical half-life (h); overrides headers.", shown="from headers")
+    radionuclide: str | None = _opt(None, "Radionuclide (e.g. Tc-99m); half-life from the table.",
+                                    shown="from headers")
+    duration_s: float | None = _opt(None, "Acquisition duration (s); overrides headers.", shown="from headers")
+    times_h: list[float] | None = _opt(None, "Scan times after injection (h), comma-separated.",
+                                       shown="from headers")
+    subject: str | None = _opt(None, "Subject identifier.", shown="PatientID or folder name")
+    species: str | None = _opt(None, f"{' | '.join(SPECIES)}: recorded in the table; sets preset defaults "
+                               "(--pvc FWHM).", shown="none")
+    group: str | None = _opt(None, "Cohort group (recorded in the table; batch statistics per group).",
+                             shown="none")
+    dose_mg: float | None = _opt(None, "Drug dose (mg; recorded in the cohort table).", shown="none")
+    register: bool = _opt(False, "Register time points to the reference CT.")
+    reference: int = _opt(0, "Reference time point for registration (labels live there).")
     # labels carried through registration: see spectrack.align.resample.resample_labels ("vote" = "linear")
-    label_resampling: str = "linear"
-    auto_regions: str | None = None
-    canal_boundaries_mm: list[float] | None = None
-    neuraxis_margin_mm: float = 0.0
-    pvc: bool = False
-    psf_fwhm_mm: float | None = None
-    calibration_cv: float = 0.027
-    uncertainty_draws: int = 1000
-    seed: int = 0
-    report: bool = True
+    label_resampling: str = _opt("linear", "Labels through registration: linear (each region interpolated "
+                                 "linearly, largest wins; alias vote) | nearest | gaussian.")
+    auto_regions: str | None = _opt(None, f"Automatic regions: {' | '.join(SPECIES)}.", shown="none")
+    canal_boundaries_mm: list[float] | None = _opt(
+        None, "Canal level boundaries, 3 distances (mm) along the canal from its sacral end, comma-separated.",
+        shown="preset fractions")
+    neuraxis_margin_mm: float = _opt(0.0, "Margin (mm) around the canal for the neuraxis profile (PSF spill).")
+    pvc: bool = _opt(False, "GTM recovery (partial-volume) correction.")
+    psf_fwhm_mm: float | None = _opt(None, "Reconstructed system resolution FWHM (mm) for --pvc.",
+                                     shown="species preset")
+    calibration_cv: float = _opt(0.027, "Calibration coefficient of variation for the intervals.")
+    uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
+    seed: int = _opt(0, "Random seed of the Monte Carlo intervals.")
+    report: bool = _opt(True, "Write the HTML report (batch: each study's and the cohort report).")
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -69,12 +106,102 @@ class Settings:
         return parse_datetime(v, f"--{name.replace('_', '-')}")
 
 
+def option_name(key: str) -> str:
+    """The command-line option of a setting: ``sensitivity_cps_per_mbq`` -> ``--sensitivity``."""
+    f = _FIELDS[key]
+    return "--" + (f.metadata.get("flag") or key).replace("_", "-")
+
+
+class SettingError(InputError):
+    """A setting with a bad value (exit 3 from a file; the CLI reports a bad option as a usage error, exit 2).
+
+    Attributes
+    ----------
+    key : str
+        The :class:`Settings` field.
+    problem : str
+        What is wrong, without the key (``must be positive, got 0.0``).
+    """
+
+    def __init__(self, where: str, key: str, shown: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(f"{where}: {shown} {problem}")
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+#: Other accepted keys (the option name where it differs from the field): ``sensitivity``.
+ALIASES = {f.metadata["flag"]: f.name for f in fields(Settings) if f.metadata.get("flag")}
 _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
-            "species": (None, "rat", "nhp", "human", "mouse"),
-            "auto_regions": (None, "rat", "nhp", "human"),
+            "species": (None,) + SPECIES,
+            "auto_regions": (None,) + SPECIES,
             "label_resampling": ("linear", "nearest", "gaussian", "vote")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
-_NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference", "residual_mbq")
+_NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
+                 "residual_mbq", "dose_mg")
+
+
+def is_label_pattern(value) -> bool:
+    """Whether a ``labels`` setting is resolved per study (``{study}``, ``{name}``, ``*`` or ``?``)."""
+    s = str(value)
+    return any(t in s for t in ("{study}", "{name}", "*", "?"))
+
+
+def labels_for_study(value, study_path) -> str | None:
+    """The label file a ``labels`` setting names for one study.
+
+    Parameters
+    ----------
+    value : str or None
+        A path (returned as given), or a pattern: ``{study}`` is replaced by
+        the study folder, ``{name}`` by its name; then ``*``/``?`` (``**``
+        for any depth) glob relative to the study folder, and exactly one
+        match is required (``[`` is literal).
+    study_path : path-like
+        The study folder (or study file, or one of its image files).
+
+    Raises
+    ------
+    LabelError
+        When a pattern matches no file or several.
+
+    Examples
+    --------
+    >>> labels_for_study("{study}/labels.nii.gz", "/data/rat01")
+    '/data/rat01/labels.nii.gz'
+    >>> labels_for_study("/atlas/{name}.nii.gz", "/data/rat01")
+    '/atlas/rat01.nii.gz'
+    """
+    if value is None or not is_label_pattern(value):
+        return value
+    from .errors import LabelError
+
+    p = Path(study_path)
+    folder = p if p.is_dir() or not p.suffix else p.parent
+    name = folder.name if folder == p else (p.name[:-7] if p.name.endswith(".nii.gz") else p.stem)
+    text = str(value).replace("{study}", str(folder)).replace("{name}", name)
+    if "*" not in text and "?" not in text:
+        return text
+    pat = Path(text)
+    anchor = Path(pat.anchor) if pat.is_absolute() else folder
+    rel = pat.relative_to(pat.anchor) if pat.is_absolute() else pat
+    hits = sorted(q for q in anchor.glob(str(rel).replace("[", "[[]")) if not q.name.startswith("."))
+    if not hits:
+        raise LabelError(f"--labels {value}: no file matches it in {folder}: check the pattern (relative to "
+                         "the study folder; {study} is the folder, {name} its name)")
+    if len(hits) > 1:
+        shown = ", ".join(str(h.relative_to(anchor)) for h in hits[:4])
+        raise LabelError(f"--labels {value}: {len(hits)} files match it in {folder} ({shown}"
+                         f"{', ...' if len(hits) > 4 else ''}): make the pattern match one")
+    return str(hits[0])
+
+
+def _unknown(where: str, key) -> InputError:
+    import difflib
+
+    known = sorted(set(_FIELDS) - {"extra"} | set(ALIASES))
+    close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return InputError(f"{where}: unknown setting {key!r}; {hint}known: {', '.join(known)}")
 
 
 def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | None = None) -> Settings:
@@ -83,21 +210,35 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
     Parameters
     ----------
     data : dict
-        Keys of :class:`Settings` (``-`` may replace ``_``). Unknown keys fail.
+        Keys of :class:`Settings` or their option names (``-`` may replace
+        ``_``; ``sensitivity`` for ``sensitivity_cps_per_mbq``). Unknown keys
+        fail, naming the closest known key.
     where : str
         Named in error messages (a file name, a manifest row).
     base : Path, optional
-        Relative ``labels`` paths are resolved against it.
+        Relative ``labels`` paths are resolved against it (patterns with
+        ``{study}``, ``*``... are left to be resolved per study).
+
+    Raises
+    ------
+    SettingError
+        A value of the wrong type or out of range (an :class:`InputError`).
+    InputError
+        An unknown key, or a key given twice (as field and as option name).
     """
-    kinds = {f.name: f for f in fields(Settings)}
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     for key, val in data.items():
         k = str(key).replace("-", "_")
-        if k not in kinds:
-            raise InputError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(kinds))}")
+        k = ALIASES.get(k, k)
+        if k not in _FIELDS:
+            raise _unknown(where, key)
+        if k in seen:
+            raise InputError(f"{where}: {seen[k]!r} and {key!r} are the same setting: give it once")
+        seen[k] = str(key)
         if val is None or val == "":
             continue
-        t = kinds[k].type
+        t = _FIELDS[k].type
         try:
             if k in ("times_h", "canal_boundaries_mm"):
                 if isinstance(val, str):
@@ -107,6 +248,8 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             elif "float" in t:
                 val = float(val)
             elif t == "int":
+                if isinstance(val, float) and not val.is_integer():
+                    raise ValueError(val)
                 val = int(val)
             elif t == "bool":
                 if isinstance(val, str):
@@ -120,23 +263,28 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
                     val = val.isoformat()
                 val = str(val)
         except (TypeError, ValueError):
-            raise InputError(f"{where}: setting {key!r} has a bad value {val!r} (expected {t})") from None
+            kind = t.replace(" | None", "").replace("list[float]", "numbers, comma-separated")
+            raise SettingError(where, k, str(key), f"has a bad value {val!r} (expected {kind})") from None
         if k in _CHOICES and val not in _CHOICES[k]:
-            raise InputError(f"{where}: {key} must be one of {', '.join(str(c) for c in _CHOICES[k] if c)}, "
-                             f"got {val!r}")
+            raise SettingError(where, k, str(key), f"must be one of {', '.join(str(c) for c in _CHOICES[k] if c)}, "
+                               f"got {val!r}")
         if k in _POSITIVE and not val > 0:
-            raise InputError(f"{where}: {key} must be positive, got {val}")
+            raise SettingError(where, k, str(key), f"must be positive, got {val}")
         if k in _NON_NEGATIVE and not val >= 0:
-            raise InputError(f"{where}: {key} must be zero or positive, got {val}")
-        if k == "labels" and base is not None and not Path(val).is_absolute():
+            raise SettingError(where, k, str(key), f"must be zero or positive, got {val}")
+        if k == "canal_boundaries_mm" and len(val) != 3:
+            raise SettingError(where, k, str(key), "needs 3 distances (mm from the sacral end): sacral/lumbar, "
+                               "lumbar/thoracic, thoracic/cervical")
+        if k == "labels" and base is not None and not is_label_pattern(val) and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
-    if out.get("canal_boundaries_mm") is not None and len(out["canal_boundaries_mm"]) != 3:
-        raise InputError(f"{where}: canal_boundaries_mm needs 3 distances (mm from the sacral end): "
-                         "sacral/lumbar, lumbar/thoracic, thoracic/cervical")
     s = Settings(**out)
     for name in ("injection_time", "injected_measured_at", "residual_time"):
-        s.datetime(name)  # validates the format now, not mid-run
+        try:
+            s.datetime(name)  # validates the format now, not mid-run
+        except InputError:
+            raise SettingError(where, name, seen[name], f"cannot be read as a date-time ({getattr(s, name)!r}): "
+                               f"write it as ISO 8601, e.g. 2026-03-14T21:40:00") from None
     return s
 
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("distributed")
-pytest.importorskip("pyarrow")
-
-from spectrack.batch import find_label_map, read_manifest, run_batch, run_one  # noqa: E402
-from spectrack.cli import main  # noqa: E402
-from spectrack.pipeline import run_study  # noqa: E402
+from spectrack.batch import find_label_map, read_manifest, run_batch, run_one
+from spectrack.cli import main
+from spectrack.pipeline import run_study
 
 FRAC = ((0.3, 0.1), (0.2, 0.25), (0.05, 0.4))
 
@@ -297,3 +294,140 @@ def test_manifest_relative_labels(tmp_path, nifti_study):
     (st,) = read_manifest(man)
     assert st.path == tmp_path / "s" and st.settings.labels == str(tmp_path / "s" / "labels.nii.gz")
     assert st.settings.times_h == [0.5, 4.0, 26.0]
+
+
+# ---------------------------------------------------------------- the study options of quantify, from the CLI
+
+def test_cli_batch_takes_the_study_options_on_a_given_scheduler(tmp_path, capsys, nifti_study, dask_address):
+    """Count images need --sensitivity; the per-study --labels pattern; --injected-mbq halves %ID."""
+    root = tmp_path / "root"
+    truth = {f"c{i}": nifti_study(root / f"c{i}" / "img", units="counts", frac=_frac(i)) for i in range(2)}
+    for i in range(2):  # label maps beside the images, named so that only the pattern finds them
+        for ext in (".nii.gz", ".tsv"):
+            (root / f"c{i}" / "img" / f"labels{ext}").rename(root / f"c{i}" / f"regions_c{i}{ext}")
+    (tmp_path / "cfg.toml").write_text("sensitivity = 80\n")  # the option's name is the key
+    out = tmp_path / "out"
+    rc = main(["batch", str(root), "-o", str(out), "--scheduler", dask_address, "--config", str(tmp_path / "cfg.toml"),
+               "--labels", "{study}/regions_{name}.nii.gz", "--injected-mbq", "300", "--no-report",
+               "--uncertainty-draws", "0", "--species", "rat", "--group", "g1"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    c = pd.read_csv(out / "cohort.csv")
+    for sid, tr in truth.items():
+        liver = c[(c["study"] == sid) & (c["region"] == "liver")]
+        assert liver["pct_id"].tolist() == pytest.approx([t["liver"] / 2 for t in tr], rel=1e-5)
+        meta = json.loads((out / "studies" / sid / "study.json").read_text())
+        assert meta["provenance"]["parameters"]["labels"] == str(root / sid / f"regions_{sid}.nii.gz")
+        assert meta["provenance"]["parameters"]["sensitivity_cps_per_mbq"] == 80.0
+    assert set(c["species"]) == {"rat"} and set(c["group"]) == {"g1"}
+    assert not (out / "cohort_report.html").exists() and not (out / "studies" / "c0" / "report.html").exists()
+
+    # a pattern that matches nothing fails that study only, with the reason
+    (root / "c1" / "regions_c1.nii.gz").rename(root / "c1" / "other.nii.gz")
+    rc = main(["batch", str(root), "-o", str(out), "--scheduler", dask_address, "--sensitivity", "80",
+               "--labels", "{study}/regions_*.nii.gz", "--no-report", "--uncertainty-draws", "0"])
+    cap = capsys.readouterr()
+    assert rc == 7
+    assert "failed c1: --labels {study}/regions_*.nii.gz: no file matches it in " + str(root / "c1") in cap.out
+    assert sorted(pd.read_csv(out / "cohort.csv")["study"].unique()) == ["c0"]
+
+
+def test_cli_batch_bad_option_is_usage_error(tmp_path, capsys, nifti_study):
+    nifti_study(tmp_path / "root" / "s0")
+    rc = main(["batch", str(tmp_path / "root"), "-o", str(tmp_path / "out"), "--sensitivity", "0"])
+    assert rc == 2 and "'--sensitivity': must be positive" in capsys.readouterr().err
+    rc = main(["batch", str(tmp_path / "root"), "-o", str(tmp_path / "out"), "--labels", str(tmp_path / "nope.nii")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "nope.nii (study s0) does not exist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_study_failed_says_so_and_writes_no_cohort(tmp_path, capsys, nifti_study, dask_address):
+    root, out = tmp_path / "root", tmp_path / "out"
+    for i in range(2):
+        nifti_study(root / f"s{i}")
+    assert main(["batch", str(root), "-o", str(out), "--scheduler", dask_address]) == 0  # a good first run
+    capsys.readouterr()
+    assert (out / "cohort.csv").exists() and (out / "cohort_report.html").exists()
+    for i in range(2):
+        _corrupt(root / f"s{i}")
+    rc = main(["batch", str(root), "-o", str(out), "--scheduler", dask_address])
+    cap = capsys.readouterr()
+    assert rc == 7
+    assert "2 studies: 0 done, 0 skipped, 2 failed" in cap.out
+    assert "nothing succeeded: all 2 studies failed, so no cohort table or report was written" in cap.out
+    assert "cohort.csv" not in cap.out.replace("no cohort table", "")
+    (line,) = [ln for ln in cap.err.splitlines() if "spectrack: error:" in ln]
+    assert "all 2 studies failed, nothing was quantified" in line
+    for name in ("cohort.csv", "cohort.parquet", "cohort_stats.csv", "qc.csv", "cohort_report.html",
+                 "figures/mean_pct_id.png"):
+        assert not (out / name).exists(), name  # the first run's cohort no longer matches the inputs
+    assert not list((out / "studies").iterdir())
+    assert [f["study"] for f in csv.DictReader(open(out / "failures.csv"))] == ["s0", "s1"]
+    assert json.loads((out / "batch.json").read_text())["counts"] == {"done": 0, "skipped": 0, "failed": 2}
+
+
+def _sample_study_copy(dest, *, broken=False):
+    """The bundled sample's DICOM export and label map in a study folder (``broken``: without the SPECTs)."""
+    import shutil
+
+    import pydicom
+
+    from spectrack.phantom.sample import sample_study
+
+    info = sample_study()
+    shutil.copytree(info["path"], dest)
+    for ext in (".nii.gz", ".tsv"):
+        shutil.copy(info["labels"].with_name("labels" + ext), dest / ("labels" + ext))
+    if broken:
+        for f in dest.iterdir():
+            if f.suffix not in (".gz", ".tsv") and pydicom.dcmread(f, stop_before_pixels=True).Modality == "NM":
+                f.unlink()
+    return json.loads(Path(info["truth"]).read_text())
+
+
+def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
+    """The README's command on three sample studies (one broken): local cluster, log lines, quantify's numbers."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root, out = tmp_path / "ROOT", tmp_path / "OUT"
+    truth = _sample_study_copy(root / "nhp_a")
+    _sample_study_copy(root / "nhp_b")
+    _sample_study_copy(root / "nhp_broken", broken=True)
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "FORCE_TERMINAL")}
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "plugins"), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-m", "spectrack", "batch", str(root), "-o", str(out), "--workers", "2",
+                        "--sensitivity", "30"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 7, r.stderr
+    assert "3 studies: 2 done, 0 skipped, 1 failed" in r.stdout
+    assert re.search(r"failed nhp_broken: .*no (SPECT|emission)", r.stdout, re.I), r.stdout
+    log = [ln.split(" spectrack: ", 1)[1] for ln in r.stderr.splitlines()
+           if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d spectrack: ", ln)]
+    assert log[0] == "batch: 3 studies"
+    assert log[1] == "batch: starting a local Dask cluster of 2 worker process(es)"
+    done = [ln for ln in log if re.match(r"batch: \[\d/3\] ", ln)]
+    assert sorted(int(ln[8]) for ln in done) == [1, 2, 3]
+    assert sum(bool(re.match(r"batch: \[\d/3\] nhp_[ab]: done in \d+\.\d s ", ln)) for ln in done) == 2
+    assert sum("nhp_broken: failed: " in ln for ln in done) == 1
+    assert all(re.search(r"\(\d+\.\d s elapsed\)$", ln) for ln in done)
+    assert log[-2] == "batch: writing the cohort outputs"
+    assert re.match(r"batch: finished \(\d+\.\d s elapsed\)$", log[-1])
+    assert "━" not in r.stderr
+
+    rc = main(["quantify", str(root / "nhp_a"), "--sensitivity", "30", "--labels", "{study}/labels.nii.gz",
+               "-o", str(tmp_path / "single"), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    single = pd.read_csv(tmp_path / "single" / "regions.csv")
+    for sid in ("nhp_a", "nhp_b"):
+        got = pd.read_csv(out / "studies" / sid / "regions.csv")
+        pd.testing.assert_frame_equal(got, single)
+        for tp in truth["timepoints"]:
+            for name, reg in tp["regions"].items():
+                row = got[(got["timepoint"] == tp["index"]) & (got["region"] == name)]
+                assert row["pct_id"].item() == pytest.approx(reg["pct_id"], rel=1e-3), (sid, name)
+    assert (out / "cohort_report.html").exists()
+    assert sorted(pd.read_csv(out / "cohort.csv")["study"].unique()) == ["nhp_a", "nhp_b"]

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,batch,napari]"
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,napari]"
 need_apt=()
 command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
 for lib in libgl1-mesa-dri libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libx11-xcb1 libxcb-icccm4 libxcb-image0 \

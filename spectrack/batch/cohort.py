@@ -290,16 +290,37 @@ def cohort_report(summary, table, stats, qc, usual, figures: dict[str, bytes]) -
     return "\n".join(parts) + "\n"
 
 
+_COHORT_FILES = ("cohort.csv", "cohort.parquet", "cohort_stats.csv", "qc.csv", "cohort_report.html",
+                 "figures/mean_pct_id.png", "figures/curves_per_region.png")
+
+
 def write_cohort(summary, *, report: bool = True) -> dict[str, Path]:
     """Write ``cohort.csv``, ``cohort.parquet``, ``cohort_stats.csv``, ``qc.csv``, ``failures.csv``,
-    ``batch.json`` and (``report=True``) ``cohort_report.html`` with ``figures/*.png``."""
+    ``batch.json`` and (``report=True``) ``cohort_report.html`` with ``figures/*.png``.
+
+    When no study succeeded there is no cohort: only ``failures.csv`` and
+    ``batch.json`` are written, and cohort files left by an earlier run are
+    removed (they would describe results that no longer exist).
+    """
     import dataclasses
 
     import pandas as pd
 
     out = Path(summary.out_dir)
-    table = cohort_table(summary)
     outputs: dict[str, Path] = {}
+    fails = pd.DataFrame([{"study": o.study, "reason": o.reason, "error_type": o.error_type, "log": o.log}
+                          for o in summary.failed], columns=["study", "reason", "error_type", "log"])
+    with atomic_path(out / "failures.csv") as tmp:
+        fails.to_csv(tmp, index=False)
+    outputs["failures.csv"] = out / "failures.csv"
+    outputs["batch.json"] = atomic_write_text(out / "batch.json", json.dumps(
+        {"counts": summary.counts(), "studies": [dataclasses.asdict(o) for o in summary.outcomes]},
+        indent=2, default=str) + "\n")
+    if not any(o.status != "failed" for o in summary.outcomes):
+        for name in _COHORT_FILES:
+            (out / name).unlink(missing_ok=True)
+        return outputs
+    table = cohort_table(summary)
     with atomic_path(out / "cohort.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.9g")
     outputs["cohort.csv"] = out / "cohort.csv"
@@ -314,14 +335,6 @@ def write_cohort(summary, *, report: bool = True) -> dict[str, Path]:
     with atomic_path(out / "qc.csv") as tmp:
         qc.to_csv(tmp, index=False, float_format="%.9g")
     outputs["qc.csv"] = out / "qc.csv"
-    fails = pd.DataFrame([{"study": o.study, "reason": o.reason, "error_type": o.error_type, "log": o.log}
-                          for o in summary.failed], columns=["study", "reason", "error_type", "log"])
-    with atomic_path(out / "failures.csv") as tmp:
-        fails.to_csv(tmp, index=False)
-    outputs["failures.csv"] = out / "failures.csv"
-    outputs["batch.json"] = atomic_write_text(out / "batch.json", json.dumps(
-        {"counts": summary.counts(), "studies": [dataclasses.asdict(o) for o in summary.outcomes]},
-        indent=2, default=str) + "\n")
     if report:
         figures = _figures(table, stats)
         for name, data in figures.items():

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, SpectrackError
-from ..settings import Settings
+from ..settings import Settings, is_label_pattern
 from .studies import BatchStudy, resolve_studies
 
 __all__ = ["run_batch", "BatchSummary", "StudyOutcome", "run_one", "cache_key"]
 
 CACHE_FILE = "cache_key.json"
+
+log = logging.getLogger("spectrack.batch")
 
 #: No dashboard, and the scheduler's small HTTP server on a free port rather
 #: than 8787 (which another cluster may hold: that gives a warning).
@@ -89,6 +91,11 @@ class BatchSummary:
     @property
     def failed(self) -> list[StudyOutcome]:
         return self._with("failed")
+
+    @property
+    def succeeded(self) -> list[StudyOutcome]:
+        """Studies with a result (computed now or unchanged); empty when every study failed."""
+        return [o for o in self.outcomes if o.status != "failed"]
 
     @property
     def exit_code(self) -> int:
@@ -238,7 +245,11 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
     handler = _ListHandler()
     tmp = out_root / "studies" / f".tmp-{sid}-{uuid.uuid4().hex[:8]}"
     try:
-        if not settings.get("labels") and not settings.get("auto_regions") and path.exists():
+        if settings.get("labels"):
+            from ..settings import labels_for_study
+
+            settings["labels"] = labels_for_study(settings["labels"], path)
+        elif not settings.get("auto_regions") and path.exists():
             from .studies import find_label_map
 
             lab = find_label_map(path if path.is_dir() else path.parent)
@@ -308,10 +319,12 @@ def _client(workers: int | None, scheduler, n_tasks: int):
     """A dask.distributed Client: an embedded LocalCluster of processes, or an existing scheduler."""
     try:
         from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("spectrack batch needs dask.distributed: pip install 'spectrack[batch]'") from None
+    except ImportError:  # a core dependency: only a broken environment lacks it
+        raise InputError("spectrack batch needs dask.distributed, which this environment lacks: "
+                         "pip install 'dask[distributed]' (or reinstall spectrack)") from None
     if scheduler is None:
         n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
+        log.info("batch: starting a local Dask cluster of %d worker process(es)", n)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR, **QUIET_SCHEDULER)
         try:
@@ -328,6 +341,8 @@ def _client(workers: int | None, scheduler, n_tasks: int):
         except (OSError, TimeoutError) as e:
             raise InputError(f"cannot connect to the Dask scheduler at {scheduler} ({type(e).__name__}: {e}): "
                              "check the address (tcp://host:8786) and that the scheduler runs") from None
+        log.info("batch: connected to the Dask scheduler at %s (%d worker(s))", scheduler,
+                 len(client.scheduler_info().get("workers", {})))
         try:
             yield client
         finally:
@@ -405,6 +420,10 @@ def run_batch(
         batch.json                     every study's outcome
         cohort_report.html, figures/*.png
 
+    When every study failed, only ``failures.csv`` and ``batch.json`` are
+    written (and the cohort files of an earlier run are removed: they no
+    longer match the inputs); :attr:`BatchSummary.succeeded` is then empty.
+
     Examples
     --------
     A run over a folder of studies (not executed here; see ``tests/test_batch.py``)::
@@ -418,6 +437,13 @@ def run_batch(
     studies = resolve_studies(studies_or_root, manifest=manifest, settings=settings, exclude=out)
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    for s in studies:  # a label file (not a per-study pattern) must exist before anything runs
+        lab = s.settings.labels
+        if lab and not is_label_pattern(lab):
+            if not Path(lab).exists():
+                raise InputError(f"labels {lab} (study {s.study_id}) does not exist: check the path, or give a "
+                                 "per-study pattern such as '{study}/labels.nii.gz'")
+            s.settings = dataclasses.replace(s.settings, labels=str(Path(lab).resolve()))
     (out / "studies").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -455,6 +481,8 @@ def run_batch(
     summary = BatchSummary(out_dir=out, outcomes=[results[s.study_id] for s in studies], studies=studies)
     from .cohort import write_cohort
 
+    log.info("batch: writing the cohort outputs" if summary.succeeded else
+             "batch: every study failed: writing failures.csv and batch.json only")
     summary.outputs = write_cohort(summary, report=report)
     summary.seconds = time.perf_counter() - t0
     return summary
