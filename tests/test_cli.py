@@ -338,7 +338,7 @@ def test_warnings_and_tables_printed_as_written(tmp_path, capsys, nifti_study):
                                  "--no-report", "--uncertainty-draws", "0", "-o", str(tmp_path / "o")])
     assert rc == 0, err
     assert "brain[a]" in out and "scan[old]" in out  # table cells
-    assert "region [/x]outside lies outside the emission field of view" in err  # a warning
+    assert "region [/x]outside has no voxel on the" in err  # a warning, the name printed as written
     rows = list(csv.DictReader(open(tmp_path / "o" / "regions.csv")))
     assert [float(r["pct_id"]) for r in rows if r["region"] == "scan[old]"] == \
         pytest.approx([t["liver"] for t in truth], rel=1e-5)

@@ -7,6 +7,7 @@ nibabel, re-oriented copies with nibabel and SimpleITK.
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -60,8 +61,13 @@ def _check_pct_id(df, truth):
     assert n >= 10 * len(truth["timepoints"])
 
 
+#: a progress log line (stderr, no terminal): "2026-03-14 21:40:00 spectrack: ..."
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d spectrack: ")
+
+
 def _one_error_line(err):
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    """The one line of stderr that is not a progress log line."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not _LOG_LINE.match(ln)]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
