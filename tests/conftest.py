@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import math
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,8 @@ import pytest
 
 from spectrack.geometry import Image, to_nifti_affine
 from spectrack.regions.labels import LabelMap, write_label_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helper modules (tool_files)
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 

@@ -291,7 +291,7 @@ def test_totalsegmentator_multilabel(ts_grid, tmp_path):
     ml = tmp_path / "seg.nii.gz"
     x, aff = to_nifti_affine(g.with_array(arr))
     nib.save(nib.Nifti1Image(x, aff), str(ml))
-    with pytest.raises(LabelError, match="needs its class names"):
+    with pytest.raises(LabelError, match="has no class names"):
         read_totalsegmentator(ml)
     (tmp_path / "seg.tsv").write_text("index\tname\n" + "".join(f"{n}\t{c}\n" for n, c in enumerate(classes, 1)))
     lm = read_totalsegmentator(ml)

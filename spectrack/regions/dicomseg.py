@@ -22,7 +22,11 @@ from ..errors import InconsistentInputError, InputError, LabelError
 from ..geometry import Image
 from .labels import LabelMap
 
-__all__ = ["write_dicom_seg", "read_dicom_seg", "read_reference_series", "TRACKING_ID_PREFIX"]
+__all__ = ["write_dicom_seg", "read_dicom_seg", "read_reference_series", "TRACKING_ID_PREFIX", "SEG_SOP_CLASSES",
+           "FRACTION_THRESHOLD"]
+
+#: Segmentation Storage and Label Map Segmentation Storage.
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
 #: Prefix of the Tracking ID that carries the spectrack label index.
 TRACKING_ID_PREFIX = "spectrack label "
@@ -244,13 +248,23 @@ def write_dicom_seg(labels: LabelMap, reference, path, *, series_description: st
 
 
 # ------------------------------------------------------------------ read
-def _combine(masks: list[np.ndarray], indices: list[int]) -> np.ndarray:
-    """Integer labels from (possibly overlapping) masks: smaller regions win."""
-    out = np.zeros(masks[0].shape if masks else (0, 0, 0), dtype=np.int32)
-    order = sorted(range(len(masks)), key=lambda n: -int(masks[n].sum()))
-    for n in order:
-        out[masks[n]] = indices[n]
-    return out
+#: Fraction at or above which a voxel of a FRACTIONAL segment belongs to it.
+FRACTION_THRESHOLD = 0.5
+
+_BACKGROUND_LABELS = {"background", "exterior", "clear label", "unlabeled", "unlabelled"}
+
+
+def _is_background(desc) -> bool:
+    """True for a segment that stands for the background, not a region.
+
+    highdicom writes one in every LABELMAP SEG (segment 0, DCM 125040
+    "Background"); other tools write a segment labelled ``Background``.
+    """
+    for seq in ("SegmentedPropertyTypeCodeSequence", "SegmentedPropertyCategoryCodeSequence"):
+        for item in desc.get(seq, []):
+            if str(item.get("CodeValue", "")) == "125040" and str(item.get("CodingSchemeDesignator", "")) == "DCM":
+                return True
+    return str(desc.get("SegmentLabel", "")).strip().lower() in _BACKGROUND_LABELS
 
 
 def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
@@ -269,8 +283,13 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
     -------
     LabelMap
         One label per segment: the index from a spectrack Tracking ID, else
-        the segment number; the Segment Label as name. Where segments
-        overlap, the smaller segment wins.
+        the segment number; the Segment Label as name. Background segments
+        (highdicom's segment 0 of a LABELMAP SEG, DCM 125040, or a segment
+        labelled ``Background``) are not regions. A FRACTIONAL segment
+        (PROBABILITY or OCCUPANCY) holds the voxels whose fraction is
+        >= :data:`FRACTION_THRESHOLD`; the rule is in ``meta["fraction_rule"]``
+        and so in ``study.json``. Where segments overlap, each region keeps
+        its own mask (:meth:`LabelMap.from_masks`), with a warning per pair.
 
     Raises
     ------
@@ -283,7 +302,7 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
     from pydicom.errors import InvalidDicomError
 
     from ..load.dicom import dcmread_lenient
-    from .labels import dicom_region_meta
+    from .labels import dicom_region_meta, note_regions_without_voxels
 
     path = Path(path)
     if not path.exists():
@@ -292,20 +311,21 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
         ds = dcmread_lenient(path)
     except (InvalidDicomError, OSError) as e:
         raise InputError(f"cannot read {path} as DICOM ({type(e).__name__})") from None
-    if ds.get("Modality") != "SEG":
+    if ds.get("Modality") != "SEG" and str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
         raise InputError(f"{path} is not a DICOM SEG (Modality {ds.get('Modality')!r})")
     try:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     except (ValueError, AttributeError, KeyError) as e:
         raise InputError(f"{path} is not a valid DICOM SEG ({e})") from None
-    numbers = list(seg.segment_numbers)
+    background = [int(num) for num in seg.segment_numbers if _is_background(seg.get_segment_description(num))]
+    numbers = [int(num) for num in seg.segment_numbers if int(num) not in background]
     if not numbers:
-        raise LabelError(f"DICOM SEG {path} has no segments")
+        raise LabelError(f"DICOM SEG {path} has no segments" + (" other than background" if background else ""))
     try:
         with warnings.catch_warnings():
             # highdicom warns when it infers spacing; the geometry is checked below
             warnings.simplefilter("ignore", UserWarning)
-            vol = seg.get_volume(combine_segments=False, segment_numbers=numbers)
+            vol = seg.get_volume(combine_segments=False, segment_numbers=numbers, rescale_fractional=True)
     except (ValueError, RuntimeError) as e:
         raise LabelError(f"DICOM SEG {path} does not form a regular 3-D volume ({e})") from None
     arr = np.asarray(vol.array)
@@ -324,9 +344,22 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
             raise LabelError(f"DICOM SEG {path}: two segments carry label index {idx}")
         indices.append(idx)
         names[idx] = str(desc.SegmentLabel)
-    masks = [arr[..., n] > 0 for n in range(arr.shape[-1])]
-    image = Image(_combine(masks, indices), aff[:3, 3], spacing, m / spacing[None, :], units="label")
-    out = LabelMap(image, names, source=str(path), meta=dicom_region_meta(ds))
+    meta = dicom_region_meta(ds)
+    seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
+    meta["segmentation_type"] = seg_type
+    if background:
+        meta["background_segments"] = background
+    if seg_type == "FRACTIONAL":
+        kind = str(ds.get("SegmentationFractionalType", "PROBABILITY")).upper()
+        meta["fraction_rule"] = (f"FRACTIONAL ({kind}) segments: a voxel belongs to a segment where its fraction "
+                                 f"is >= {FRACTION_THRESHOLD}")
+        masks = [arr[..., n] >= FRACTION_THRESHOLD for n in range(arr.shape[-1])]
+    else:
+        masks = [arr[..., n] > 0 for n in range(arr.shape[-1])]
+    grid = Image(np.zeros(arr.shape[:3], dtype=np.uint8), aff[:3, 3], spacing, m / spacing[None, :], units="label")
+    out = LabelMap.from_masks(grid, dict(zip(indices, masks)), names, source=str(path), meta=meta)
+    data = {idx: "segment data" for n, idx in enumerate(indices) if np.any(arr[..., n] > 0)}
+    note_regions_without_voxels(out, data)
     if reference is not None:
         out = out.resampled_to(reference)
     return out

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_nifti_affine, to_nifti_affine
 
-__all__ = ["LabelMap", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem",
+__all__ = ["LabelMap", "LABEL_IMAGE_SUFFIXES", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem",
            "note_regions_without_voxels", "dicom_region_meta"]
 
 
@@ -281,19 +281,29 @@ def dicom_region_meta(ds) -> dict:
     return meta
 
 
+#: Label image file endings spectrack reads (NIfTI by nibabel, the others by SimpleITK; ``.seg.nrrd`` by slicerio).
+LABEL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
 def nifti_stem(path: Path) -> str:
-    """File name without ``.nii`` / ``.nii.gz``."""
+    """File name without its label-image ending (``.nii``, ``.nii.gz``, ``.seg.nrrd``, ``.nrrd``, ``.mha`` ...).
+
+    Examples
+    --------
+    >>> nifti_stem(Path("a/labels.nii.gz")), nifti_stem(Path("Segmentation.seg.nrrd")), nifti_stem(Path("x.mha"))
+    ('labels', 'Segmentation', 'x')
+    """
     name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
+    for ext in LABEL_IMAGE_SUFFIXES:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(path).stem
 
 
 def names_sidecar(path) -> Path | None:
-    """The names file beside a NIfTI label map: ``<stem>.tsv``, else ``<stem>.json``, else ``None``."""
+    """The names file beside a label image: ``<stem>.tsv``, ``<stem>.json`` or ``<stem>.txt`` (ITK-SNAP), else ``None``."""
     path = Path(path)
-    for ext in (".tsv", ".json"):
+    for ext in (".tsv", ".json", ".txt"):
         cand = path.with_name(nifti_stem(path) + ext)
         if cand.exists():
             return cand
@@ -301,17 +311,23 @@ def names_sidecar(path) -> Path | None:
 
 
 def read_names(path: Path) -> dict[int, str]:
-    """Read ``{index: name}`` from a TSV (``index<TAB>name``) or JSON file.
+    """Read ``{index: name}`` from a TSV (``index<TAB>name``), JSON or ITK-SNAP label file.
 
     The TSV may have a header line and extra columns; lines starting with
     ``#`` are ignored. The JSON is an object ``{"1": "brain"}`` or a list of
-    ``{"index": 1, "name": "brain"}``.
+    ``{"index": 1, "name": "brain"}``. An ITK-SNAP label description file
+    (``IDX R G B A VIS MSH "LABEL"`` lines) is recognised by its content
+    (see :func:`spectrack.regions.label_tables.read_itksnap_labels`).
     """
+    from .label_tables import looks_like_itksnap, read_itksnap_labels
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise InputError(f"cannot read label names {path}: {e.strerror}") from None
+    if looks_like_itksnap(text):
+        return read_itksnap_labels(path)
     names: dict[int, str] = {}
     if path.suffix.lower() == ".json":
         try:
@@ -371,25 +387,69 @@ def read_label_image(path, what: str = "label map") -> Image:
 
 
 def read_label_map(path, names=None) -> LabelMap:
-    """Read a NIfTI label map and its names.
+    """Read a label image (NIfTI, NRRD, MetaImage, 3D Slicer ``.seg.nrrd``) and its names.
 
     Parameters
     ----------
     path : path-like
-        ``.nii`` or ``.nii.gz`` file with integer labels.
+        ``.nii``/``.nii.gz`` (nibabel), ``.nrrd``/``.nhdr``/``.mha``/``.mhd``
+        (SimpleITK) with integer labels, or a 3D Slicer segmentation
+        ``.seg.nrrd`` (segment names and label values from its header, see
+        :func:`spectrack.regions.itk_labels.read_slicer_segmentation`).
     names : dict, path-like or None
-        Names as a mapping, or a TSV/JSON file; by default the sidecar
-        ``<stem>.tsv`` or ``<stem>.json`` beside the image is used if present.
+        Names as a mapping, or a TSV/JSON/ITK-SNAP file; by default the
+        sidecar ``<stem>.tsv``, ``<stem>.json`` or ``<stem>.txt`` beside the
+        image, else a label table in the NIfTI header extension (as
+        TotalSegmentator ``--ml`` writes).
+
+    Returns
+    -------
+    LabelMap
+        When no names are found the regions are called ``label_<index>``
+        and a warning says so (it reaches ``study.json``, the report and the
+        command line).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"label map {path} does not exist: check the --labels path")
-    image = read_label_image(path)
+    lname = path.name.lower()
+    if lname.endswith(".seg.nrrd"):
+        from .itk_labels import read_slicer_segmentation
+
+        return read_slicer_segmentation(path, names=names)
+    meta: dict = {}
+    if lname.endswith((".nii", ".nii.gz")):
+        image = read_label_image(path)
+    elif lname.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
+        from .itk_labels import read_itk_label_image
+
+        image = read_itk_label_image(path)
+    else:
+        raise InputError(f"label map {path}: unknown file type; give NIfTI (.nii.gz), NRRD (.nrrd, .seg.nrrd) "
+                         "or MetaImage (.mha)")
     if names is None:
         names = names_sidecar(path)
+        if names is not None:
+            meta["names_file"] = str(names)
+    if names is None and lname.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        from .label_tables import names_from_nifti_extensions
+
+        names = names_from_nifti_extensions(nib.load(str(path)).header)
+        if names is not None:
+            meta["names_from"] = "NIfTI header extension label table"
     if isinstance(names, (str, Path)):
         names = read_names(Path(names))
-    return LabelMap(image, dict(names or {}), source=str(path))
+    out = LabelMap(image, dict(names or {}), source=str(path), meta=meta)
+    unnamed = [k for k in out.present() if k not in (names or {})]
+    if unnamed:
+        shown = ", ".join(str(k) for k in unnamed[:8]) + (" ..." if len(unnamed) > 8 else "")
+        out.warnings.append(
+            f"label map {path.name}: no name for label value(s) {shown} (no {nifti_stem(path)}.tsv/.json/.txt beside "
+            f"it{' and no label table in its header' if lname.endswith(('.nii', '.nii.gz')) else ''}): they are "
+            "called label_<value>; give the names file to name them")
+    return out
 
 
 def write_label_map(labels: LabelMap, path) -> Path:

@@ -1,7 +1,9 @@
 """Import TotalSegmentator output into the spectrack region vocabulary.
 
 TotalSegmentator writes a folder of binary masks ``<structure>.nii.gz`` (or,
-with ``--ml``, one multilabel NIfTI whose class indices need a names table).
+with ``--ml``, one multilabel NIfTI whose class names are a label-table XML in
+the NIfTI header extension), or a DICOM-SEG / RTSTRUCT named by class.
+:func:`map_totalsegmentator_labels` maps the class names of any of these.
 Structures are mapped onto :mod:`spectrack.regions.vocabulary`:
 
 ==============================================  ====================
@@ -36,7 +38,8 @@ from ..geometry import Image
 from .labels import LabelMap, names_sidecar, nifti_stem, read_label_image, read_names
 from .vocabulary import INDEX
 
-__all__ = ["read_totalsegmentator", "map_structure_name", "TOTALSEG_TO_SPECTRACK"]
+__all__ = ["read_totalsegmentator", "map_structure_name", "TOTALSEG_TO_SPECTRACK", "normalise_class_name",
+           "is_totalsegmentator_vocabulary", "map_totalsegmentator_labels"]
 
 #: Direct TotalSegmentator -> spectrack name mapping (the vertebrae and cord follow rules).
 TOTALSEG_TO_SPECTRACK = {
@@ -80,6 +83,75 @@ def map_structure_name(name: str) -> str:
     if _vertebra_level(name):
         return "vertebrae"
     return name
+
+
+def normalise_class_name(name: str) -> str:
+    """A TotalSegmentator class name as its folder output spells it.
+
+    Its ITK-SNAP label file title-cases names (``"Kidney Left"``), some
+    viewers use spaces or hyphens: all become ``kidney_left``.
+
+    Examples
+    --------
+    >>> normalise_class_name("Kidney Left"), normalise_class_name("vertebrae_C1"), normalise_class_name("Urinary-Bladder")
+    ('kidney_left', 'vertebrae_C1', 'urinary_bladder')
+    """
+    s = re.sub(r"[\s\-]+", "_", str(name).strip())
+    m = re.match(r"^vertebrae_([cCtTlLsS])(\d+)$", s)
+    if m:
+        return f"vertebrae_{m.group(1).upper()}{m.group(2)}"
+    return s.lower()
+
+
+def is_totalsegmentator_vocabulary(names) -> bool:
+    """True when some of ``names`` are TotalSegmentator classes that spectrack renames.
+
+    Names spectrack uses itself (``brain``, ``liver``) do not count: a
+    spectrack label map is left as it is.
+
+    Examples
+    --------
+    >>> is_totalsegmentator_vocabulary(["kidney_left", "liver"]), is_totalsegmentator_vocabulary(["brain", "liver"])
+    (True, False)
+    """
+    for n in names:
+        c = normalise_class_name(n)
+        if c == "spinal_cord" or _vertebra_level(c) or (c in TOTALSEG_TO_SPECTRACK and TOTALSEG_TO_SPECTRACK[c] != c):
+            return True
+    return False
+
+
+def map_totalsegmentator_labels(labels: LabelMap) -> LabelMap:
+    """Map a label map holding TotalSegmentator class names onto spectrack's vocabulary.
+
+    Whatever format TotalSegmentator's output came in (its DICOM-SEG,
+    RTSTRUCT, ``--ml`` NIfTI with the names in the header, an ITK-SNAP label
+    file), the classes are combined as for its folder output (see the module
+    docstring). A label map without TotalSegmentator names is returned as is.
+
+    Returns
+    -------
+    LabelMap
+        With ``meta["name_mapping"]`` naming the rule and
+        ``meta["source_names"]`` the file's own names.
+    """
+    if not is_totalsegmentator_vocabulary(labels.names.values()):
+        return labels
+    grid = labels.image.with_array(np.zeros(labels.image.array.shape, dtype=np.uint8), units="label")
+    structures: dict[str, _Crop | None] = {}
+    for idx in labels.present():
+        name = normalise_class_name(labels.names[idx])
+        crop = _Crop.from_full(labels.mask(idx))
+        if name in structures and structures[name] is not None and crop is not None:
+            full = structures[name].full(grid.array.shape) | crop.full(grid.array.shape)
+            crop = _Crop.from_full(full)
+        structures[name] = crop
+    out = _to_label_map(structures, grid, source=labels.source)
+    out.meta = dict(labels.meta)
+    out.meta["name_mapping"] = "TotalSegmentator class names -> spectrack vocabulary (spectrack.regions.totalseg)"
+    out.meta["source_names"] = {str(k): v for k, v in sorted(labels.names.items())}
+    out.warnings = list(labels.warnings)
+    return out
 
 
 def _load_nifti(path: Path) -> Image:
@@ -186,14 +258,15 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
     ----------
     folder : path-like
         A TotalSegmentator output folder of ``<structure>.nii.gz`` masks, or
-        one multilabel NIfTI (``--ml``).
+        one multilabel NIfTI (``--ml``; class names from its header extension).
     reference : Image, optional
         Return the labels on this grid (nearest-neighbour resampling when the
         grids differ).
     names : dict, path-like or None
         Multilabel file only: class index -> TotalSegmentator name, as a
-        mapping or a TSV/JSON file; by default a ``<stem>.tsv``/``.json``
-        beside the file.
+        mapping or a TSV/JSON/ITK-SNAP file; by default a names file beside
+        it, else the label table TotalSegmentator writes into the NIfTI
+        header extension.
 
     Returns
     -------
@@ -230,8 +303,15 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
         if names is None:
             names = names_sidecar(path)
         if names is None:
-            raise LabelError(f"multilabel TotalSegmentator file {path} needs its class names: give "
-                             "names= (a TSV 'index<TAB>name' or JSON) or put <stem>.tsv beside it")
+            import nibabel as nib
+
+            from .label_tables import names_from_nifti_extensions
+
+            names = names_from_nifti_extensions(nib.load(str(path)).header)
+        if names is None:
+            raise LabelError(f"multilabel TotalSegmentator file {path} has no class names (none in its header "
+                             "extension, no names file beside it): give names= (a TSV 'index<TAB>name' or JSON) "
+                             "or put <stem>.tsv beside it")
         if isinstance(names, (str, Path)):
             names = read_names(Path(names))
         arr = np.asarray(img.array)
@@ -248,7 +328,7 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
             k = int(k)
             if 0 < k <= len(boxes) and boxes[k - 1] is not None:
                 box = boxes[k - 1]
-                structures[str(n)] = _Crop(box, np.ascontiguousarray(arr[box] == k))
+                structures[normalise_class_name(n)] = _Crop(box, np.ascontiguousarray(arr[box] == k))
         grid = img.with_array(np.zeros(arr.shape, dtype=np.uint8), units="label")
     out = _to_label_map(structures, grid, source=f"totalsegmentator:{path}")
     if reference is not None:
