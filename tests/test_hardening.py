@@ -527,3 +527,125 @@ def test_dicom_and_nifti_time_points_with_different_offsets_share_one_clock(tmp_
     assert t1 - t0 == dt.timedelta(hours=1)
     assert "converted from UTC+0200 to UTC+0100" in st.timepoints[1].emission.source("acquisition_start")
     assert any("different UTC offsets" in w for w in st.warnings)
+
+
+# ---------------------------------------------------------------- corrupt data is refused, not read
+@pytest.mark.parametrize("change", [{"Rows": 4}, {"Columns": 3}, {"NumberOfFrames": 2}, {"BitsAllocated": 8},
+                                    {"Rows": 6}, {"BitsAllocated": 32}],
+                         ids=["fewer-rows", "fewer-columns", "fewer-frames", "bits-16-to-8", "more-rows", "bits-32"])
+def test_nm_pixel_data_not_matching_the_header_is_refused(tmp_path, change, capsys):
+    """Pixel data longer or shorter than Rows x Columns x frames x bits declare: exit 3, whichever way it differs."""
+    import pydicom
+
+    p = write_nm(tmp_path / "nm" / "IMG0001", date="20240305", time="100000")
+    ds = pydicom.dcmread(p)
+    for k, v in change.items():
+        setattr(ds, k, v)
+    if change.get("BitsAllocated") == 8:
+        ds.BitsStored, ds.HighBit = 8, 7
+    ds.save_as(p, enforce_file_format=True)
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3, err
+    line = [ln for ln in err if "spectrack.progress" not in ln][-1]
+    assert ("declare" in line) or ("truncated" in line), line
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_nm_pixel_data_with_one_pad_byte_is_read(tmp_path):
+    """An odd-length pixel data value padded to even length is not corrupt."""
+    import pydicom
+
+    p = write_nm(tmp_path / "nm" / "IMG0001", date="20240305", time="100000", shape=(3, 3, 3), counts=7)
+    ds = pydicom.dcmread(p)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.full((3, 3, 3), 7, np.uint8).tobytes() + b"\x00"  # 27 bytes + one pad byte
+    ds.save_as(p, enforce_file_format=True)
+    series, _ = load_dicom_folder(tmp_path / "nm")
+    assert len(series) == 1 and float(series[0].image.array.sum()) == 27 * 7
+
+
+def _corrupt_gzip(path: Path, where: str, n: int = 0) -> None:
+    blob = bytearray(path.read_bytes())
+    if where == "crc":
+        blob[-8] ^= 0xFF  # CRC-32 of the trailer
+    elif where == "length":
+        blob[-1] ^= 0x01  # ISIZE of the trailer
+    else:  # a byte inside the deflate stream
+        body = range(20, len(blob) - 8)
+        i = body[(n * 7919) % len(body)]
+        blob[i] ^= 0x5A
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("where", ["crc", "length"] + [f"stream{n}" for n in range(25)])
+def test_nifti_gz_with_a_broken_stream_is_refused(tmp_path, nifti_study, where, capsys):
+    nifti_study(tmp_path / "s")
+    spect = tmp_path / "s" / "tp1_spect.nii.gz"
+    before = nib.load(str(spect)).get_fdata()
+    _corrupt_gzip(spect, where.rstrip("0123456789"), int(where[6:] or 0) if where.startswith("stream") else 0)
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "out"), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    if rc == 0:  # only a change that leaves every voxel and the trailer intact may pass
+        pytest.fail(f"corrupt stream ({where}) read as if fine; voxels equal before: "
+                    f"{np.array_equal(before, nib.load(str(spect)).get_fdata()) if spect.exists() else None}")
+    assert rc == 3, err
+    assert "Traceback" not in err
+
+
+def test_label_map_gz_with_a_broken_stream_is_refused(tmp_path, nifti_study, capsys):
+    nifti_study(tmp_path / "s")
+    lab = tmp_path / "s" / "labels.nii.gz"
+    _corrupt_gzip(lab, "crc")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(lab), "-o", str(tmp_path / "out"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "gzip stream" in err and "label map" in err, err
+
+
+def _label_nifti(path: Path, arr, affine=None, slope=None, inter=None, names=None):
+    img = nib.Nifti1Image(np.asarray(arr, np.int16), np.diag([3.0, 3.0, 4.0, 1.0]) if affine is None else affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter if inter is not None else 0.0)
+    nib.save(img, str(path))
+    if names:
+        path.with_name(path.name.replace(".nii.gz", ".tsv")).write_text(
+            "".join(f"{k}\t{v}\n" for k, v in names.items()))
+    return path
+
+
+@pytest.mark.parametrize("slope,inter", [(2.0, 0.0), (1.0, 1.0), (0.5, 3.0)])
+def test_label_map_with_intensity_scaling_is_refused(tmp_path, slope, inter):
+    from spectrack.errors import LabelError
+    from spectrack.regions.labels import read_label_map
+
+    arr = np.zeros((4, 4, 4), np.int16)
+    arr[1:3, 1:3, 1:3] = 1
+    arr[0, 0, 0] = 2
+    p = _label_nifti(tmp_path / "lab.nii.gz", arr, slope=slope, inter=inter, names={1: "brain", 2: "liver"})
+    with pytest.raises(LabelError, match="intensity scaling"):
+        read_label_map(p)
+
+
+def test_label_map_with_a_singular_affine_is_refused(tmp_path):
+    from spectrack.regions.labels import read_label_map
+
+    aff = np.array([[3.0, 3.0, 0, 0], [0, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])  # i and j point the same way
+    p = _label_nifti(tmp_path / "lab.nii.gz", np.ones((4, 4, 4)), affine=aff, names={1: "brain"})
+    with pytest.raises(InputError, match="singular"):
+        read_label_map(p)
+
+
+@pytest.mark.parametrize("names,match", [({1: "liver", 2: "liver"}, "both called 'liver'"),
+                                         ({1: "field_of_view"}, "reserves"), ({1: "cns"}, "group"),
+                                         ({1: "spinal_canal"}, "group"), ({1: "outside_regions"}, "reserves")])
+def test_duplicate_and_reserved_region_names_are_refused(tmp_path, nifti_study, names, match, capsys):
+    nifti_study(tmp_path / "s")
+    arr = np.zeros((14, 12, 10), np.int16)
+    arr[2:6, 3:7, 2:5] = 1
+    arr[8:12, 2:5, 6:9] = 2
+    lab = _label_nifti(tmp_path / "lab.nii.gz", arr, names=names)
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(lab), "-o", str(tmp_path / "out"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 6, err
+    assert match in err

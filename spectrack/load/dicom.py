@@ -661,7 +661,15 @@ def _pixel_problem(ds) -> str | None:
         need = frames * rows * cols * spp * bits // 8
         if have < need:
             return f"truncated (pixel data {have} of {need} bytes)"
+        if have > need + 1:  # one pad byte makes an odd length even; anything more contradicts the header
+            return _oversize_message(have, need, frames, rows, cols, bits)
     return None
+
+
+def _oversize_message(have: int, need: int, frames: int, rows: int, cols: int, bits: int) -> str:
+    return (f"pixel data holds {have} bytes but {frames} frame(s) x {rows} rows x {cols} columns x {bits} bits "
+            f"declare {need}: the header does not describe the data (Rows, Columns, NumberOfFrames or "
+            "BitsAllocated changed?); export the image again")
 
 
 def _stored_pixels(ds, where: str, declared: tuple | None = None) -> np.ndarray:
@@ -686,6 +694,9 @@ def _stored_pixels(ds, where: str, declared: tuple | None = None) -> np.ndarray:
         raw = _value_bytes(ds, _PIXEL_TAGS["PixelData"], n * dtype.itemsize, where)
         if len(raw) < n * dtype.itemsize:
             raise InputError(f"{where}: pixel data truncated ({len(raw)} of {n * dtype.itemsize} bytes)")
+        have = _value_length(ds, _PIXEL_TAGS["PixelData"])
+        if have is not None and have > n * dtype.itemsize + 1:
+            raise InputError(f"{where}: " + _oversize_message(have, n * dtype.itemsize, frames, rows, cols, bits))
         arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
         if not dtype.isnative:
             arr = arr.astype(dtype.newbyteorder("="))
