@@ -148,6 +148,8 @@ def test_injection_time_of_day_after_the_first_scan_time_goes_to_the_day_before(
     write_nm(tmp_path / "b", date="20260320", time="120000", inj_time="090000")
     st = load_study(tmp_path)
     assert st.timepoints[0].emission.get("injection_time") == dt.datetime(2026, 3, 19, 9, 0)
+    (w,) = [w for w in st.warnings if "has no date" in w]  # an inferred date is said, once
+    assert "2026-03-19" in w and "the day before the first scan" in w and "--injection-time" in w
 
 
 def test_same_timezone_offset_keeps_naive_local_times(tmp_path):
@@ -649,3 +651,144 @@ def test_duplicate_and_reserved_region_names_are_refused(tmp_path, nifti_study, 
     err = capsys.readouterr().err
     assert rc == 6, err
     assert match in err
+
+
+# ---------------------------------------------------------------- impossible numbers
+@pytest.mark.parametrize("option,value,phrase", [
+    ("--injected-mbq", "inf", "finite"), ("--half-life-h", "inf", "finite"), ("--half-life-h", "1e-4", "between"),
+    ("--times-h", "nan,1,2", "finite"), ("--times-h", "-1,1,2", "between"), ("--seed", "-1", "zero or positive"),
+    ("--radionuclide", "Xx-999", "not a known radionuclide"), ("--psf-fwhm-mm", "inf", "finite"),
+    ("--uncertainty-draws", "100000000", "between"), ("--sensitivity", "nan", "finite"),
+    ("--duration-s", "-inf", "finite")])
+def test_options_must_be_finite_and_in_range(tmp_path, nifti_study, option, value, phrase, capsys):
+    nifti_study(tmp_path / "s")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert phrase in err and option in err
+    assert not (tmp_path / "o" / "regions.csv").exists()
+
+
+@pytest.mark.parametrize("content,phrase", [(b"[1, 2]", "not a table of settings"),
+                                            (b'{"sensitivity": 30, "subject": "caf\xe9"}'.replace(b"\\xe9", b"\xe9"),
+                                             "not UTF-8"),
+                                            (b'{"seed": -5}', "zero or positive")])
+def test_bad_settings_file_is_one_line(tmp_path, nifti_study, content, phrase, capsys):
+    nifti_study(tmp_path / "s")
+    cfg = tmp_path / "c.json"
+    cfg.write_bytes(content)
+    rc = main(["quantify", str(tmp_path / "s"), "--config", str(cfg), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert phrase in err and "Traceback" not in err
+
+
+def test_injection_a_year_before_the_scan_is_refused_not_inf(tmp_path, nifti_study, capsys):
+    nifti_study(tmp_path / "s")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--injection-time", "2025-03-14T22:40:00", "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "not be finite" in err and "half-lives" in err and "injection time" in err
+    assert not (tmp_path / "o" / "regions.csv").exists()
+
+
+def test_float32_sums_near_the_limit_do_not_overflow():
+    lab = np.ones((2, 3, 4), np.int32)
+    vals = np.full((2, 3, 4), 3.0e38, np.float32)  # each value fits float32, their sum does not
+    st = RegionIndex(lab).stats(vals)
+    assert np.isfinite(st["sum"][0]) and st["sum"][0] == pytest.approx(24 * 3.0e38, rel=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{"RescaleSlope": 0}, {"RescaleSlope": -2.0}])
+def test_nm_with_a_zero_or_negative_slope_is_refused(tmp_path, extra, capsys):
+    write_nm(tmp_path / "nm" / "IMG1", date="20240305", time="100000", extra=extra)
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "RescaleSlope" in err and "positive" in err
+
+
+def test_nm_with_a_zero_rwvm_slope_is_refused(tmp_path, capsys):
+    item = Dataset()
+    item.RealWorldValueSlope, item.RealWorldValueIntercept = 0.0, 0.0
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "Bq/ml", "UCUM", "Becquerels/milliliter"
+    item.MeasurementUnitsCodeSequence = Sequence([code])
+    write_nm(tmp_path / "nm" / "IMG1", date="20240305", time="100000",
+             extra={"RealWorldValueMappingSequence": Sequence([item])})
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "RealWorldValueSlope" in err, err
+
+
+def test_field_of_view_above_100_percent_and_empty_images_are_warned(tmp_path, nifti_study, capsys):
+    from conftest import A_INJ
+
+    nifti_study(tmp_path / "s")
+    # the true injected activity is A_INJ: a tenth of it makes the field of view hold ~10x the dose
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--injected-mbq", str(A_INJ / 10), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    import json
+
+    meta = json.loads((tmp_path / "o" / "study.json").read_text())
+    assert sum("the field of view holds" in w for w in meta["warnings"]) == 3
+    assert "the field of view holds" in err
+    # an all-zero scan: every %ID is 0, and said so
+    p = tmp_path / "s" / "tp2_spect.nii.gz"
+    img = nib.load(str(p))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(p))
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o2"), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "o2" / "study.json").read_text())
+    assert any("time point 2: the emission image holds no positive value" in w for w in meta["warnings"])
+
+
+def test_sidecar_times_contradicting_each_other_are_refused(tmp_path, nifti_study, capsys):
+    import json
+
+    nifti_study(tmp_path / "s")
+    side = tmp_path / "s" / "tp1_spect.json"
+    d = json.loads(side.read_text())
+    d["AcquisitionDateTime"] = "2026-03-15T02:40:00"  # 4 h after TimeZero 22:40 ...
+    d["ScanStart"] = d["FrameTimesStart"][0] = 3 * 3600.0  # ... but ScanStart says 3 h
+    side.write_text(json.dumps(d))
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "TimeZero" in err and "contradict" in err
+
+
+# ---------------------------------------------------------------- the Python API checks its arguments
+@pytest.mark.parametrize("kwargs,phrase", [({"injected_mbq": float("inf")}, "finite"),
+                                           ({"half_life_h": -1.0}, "positive"),
+                                           ({"calibration": "magic"}, "must be one of"),
+                                           ({"radionuclide": "Xx-999"}, "not a known radionuclide"),
+                                           ({"injection_time": "yesterday"}, "datetime"),
+                                           ({"sensitivity_cps_per_mbq": "fast"}, "bad value")])
+def test_api_quantify_validates_like_the_cli(tmp_path, nifti_study, kwargs, phrase):
+    from spectrack.errors import SpectrackError
+
+    nifti_study(tmp_path / "s")
+    st = load_study(tmp_path / "s")
+    with pytest.raises(SpectrackError, match=phrase):
+        quantify(st, tmp_path / "s" / "labels.nii.gz", **kwargs)
+
+
+def test_api_run_study_validates_settings_objects(tmp_path, nifti_study):
+    from spectrack.errors import SpectrackError
+    from spectrack.settings import Settings
+
+    nifti_study(tmp_path / "s")
+    with pytest.raises(SpectrackError, match="finite"):
+        run_study(tmp_path / "s", Settings(injected_mbq=float("inf"), labels=str(tmp_path / "s" / "labels.nii.gz")))
+    with pytest.raises(SpectrackError, match="Settings or a dict"):
+        run_study(tmp_path / "s", ["labels.nii.gz"])
+    with pytest.raises(SpectrackError, match="needs a Study"):
+        quantify(str(tmp_path / "s"), tmp_path / "s" / "labels.nii.gz")

@@ -798,6 +798,10 @@ def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
                 notes.append(f"{where}: RealWorldValueMappingSequence item without RealWorldValueSlope "
                              "(LUT mapping) not used")
                 continue
+            if not math.isfinite(slope) or slope <= 0 or not math.isfinite(icpt):
+                raise InputError(f"{where}: RealWorldValueSlope {slope:g} / RealWorldValueIntercept {icpt:g} cannot "
+                                 "map counts to activity (the slope must be positive and finite): the header is "
+                                 "damaged; export the image again")
             units, scale = _UCUM[code]
             return {
                 "slope": slope * scale, "intercept": icpt * scale, "units": units,
@@ -816,6 +820,10 @@ def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
     resc_src = (f"{_tag('RescaleSlope')} {slope:g}, {_tag('RescaleIntercept')} {icpt:g}" if has_rescale
                 else "no rescale: stored values")
     mapping = "rescale" if has_rescale else "none"
+    if kind != "CT" and (not math.isfinite(slope) or slope <= 0 or not math.isfinite(icpt)):
+        raise InputError(f"{where}: RescaleSlope {slope:g} / RescaleIntercept {icpt:g} cannot map stored values "
+                         "to counts or activity (the slope must be positive and finite): the header is damaged; "
+                         "export the image again")
     if kind == "CT":
         rtype = _text(ds, "RescaleType", where)
         units = "HU" if rtype in (None, "HU") else rtype

@@ -698,13 +698,14 @@ def _set_times_checked(s: Series, side: dict, src: str, path: Path, scans: dict 
                      f"{src}: TimeZero, from the acquisition time and "
                      + ("FrameTimesStart" if frame_start is not None else "ScanStart"))
         if tod is not None and abs(_clock_gap_s(t0.value.time(), tod)) > 1.5:
-            warn.append(f"{src}: TimeZero {tz} does not match the acquisition time minus "
-                        f"{'FrameTimesStart' if frame_start is not None else 'ScanStart'} "
-                        f"({t0.value:%H:%M:%S}): the injection time is taken from TimeZero")
-            t0 = None
-            tod_only = True
-        else:
-            tod_only = False
+            from ..errors import InconsistentInputError
+
+            raise InconsistentInputError(
+                f"{src}: the times contradict each other: TimeZero {tz} is not the acquisition time "
+                f"({acq.value:%H:%M:%S}, {acq.source.replace(src + ': ', '')}) minus "
+                f"{'FrameTimesStart' if frame_start is not None else 'ScanStart'} {first_rel:g} s "
+                f"({t0.value:%H:%M:%S}); fix TimeZero or ScanStart, or give --injection-time and --times-h")
+        tod_only = False
     else:
         tod_only = tod is not None
         if acq is None and tod is not None and first_rel is not None:
