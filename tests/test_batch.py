@@ -71,7 +71,7 @@ def test_twelve_studies_one_corrupt_cli(tmp_path, capsys, nifti_study):
 
     fails = list(csv.DictReader(open(out / "failures.csv")))
     assert [f["study"] for f in fails] == ["s07"]
-    assert "tp1_spect.nii.gz" in fails[0]["reason"] and "EOFError" in fails[0]["reason"]
+    assert "tp1_spect.nii.gz" in fails[0]["reason"] and "end-of-stream" in fails[0]["reason"]
     assert fails[0]["error_type"] == "InputError"
     log = (out / "logs" / "s07.log").read_text()
     assert "status: failed" in log and "tp1_spect.nii.gz" in log
