@@ -160,15 +160,22 @@ def run_study(
     from .provenance import provenance
     from .quantification import TABLE_COLUMNS, quantify
     from .regions.labels import LabelMap
+    import dataclasses
+
     from .settings import settings_from_mapping
 
     if settings is None:
         settings = Settings()
     elif isinstance(settings, dict):
         settings = settings_from_mapping(settings)
-    if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
-        import dataclasses
+    elif isinstance(settings, Settings):  # built directly: the same checks as a dict or the command line
+        given = {k: v for k, v in dataclasses.asdict(settings).items() if k != "extra"}
+        settings = dataclasses.replace(settings_from_mapping(given, where="settings"), extra=dict(settings.extra))
+    else:
+        from .errors import InputError
 
+        raise InputError(f"settings must be a Settings or a dict, not {type(settings).__name__}")
+    if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
         from .settings import is_label_pattern, labels_for_study
 
         lab_setting = settings.labels

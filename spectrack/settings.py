@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,20 @@ _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "label_resampling": ("linear", "nearest", "gaussian", "vote")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
 _NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
-                 "residual_mbq", "dose_mg")
+                 "residual_mbq", "dose_mg", "seed")
+#: Inclusive ranges beyond which a value cannot be meant (and would overflow, exhaust memory or run for ever).
+_RANGES = {
+    "half_life_h": (1e-3, 1e7, "h (3.6 s to about 1,100 years)"),
+    "uncertainty_draws": (0, 100_000, "draws (each costs one pass over the regions per time point)"),
+    "duration_s": (0.0, 7 * 86400.0, "s (at most a week)"),
+    "times_h": (0.0, 24 * 365.0, "h after injection (at most a year)"),
+    "psf_fwhm_mm": (0.0, 200.0, "mm"),
+    "calibration_cv": (0.0, 1.0, "(a fraction: 0.027 is 2.7 %)"),
+    "seed": (0, 2**32 - 1, "(numpy's seed range)"),
+    "neuraxis_margin_mm": (0.0, 100.0, "mm"),
+    "sensitivity_cps_per_mbq": (0.0, 1e9, "cps/MBq"),
+    "injected_mbq": (0.0, 1e6, "MBq (1 TBq)"),
+}
 
 
 def is_label_pattern(value) -> bool:
@@ -265,6 +279,18 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
         except (TypeError, ValueError):
             kind = t.replace(" | None", "").replace("list[float]", "numbers, comma-separated")
             raise SettingError(where, k, str(key), f"has a bad value {val!r} (expected {kind})") from None
+        nums = val if isinstance(val, list) else [val] if isinstance(val, (int, float)) and not isinstance(val, bool) \
+            else []
+        if any(not math.isfinite(v) for v in nums):
+            raise SettingError(where, k, str(key), f"must be a finite number, got {val!r}")
+        if k == "radionuclide":
+            from .physics import nuclide
+
+            try:
+                nuclide(val)
+            except KeyError as e:
+                raise SettingError(where, k, str(key), f"is not a known radionuclide ({e.args[0].split('; ')[-1]}); "
+                                   "or give --half-life-h") from None
         if k in _CHOICES and val not in _CHOICES[k]:
             raise SettingError(where, k, str(key), f"must be one of {', '.join(str(c) for c in _CHOICES[k] if c)}, "
                                f"got {val!r}")
@@ -272,6 +298,11 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             raise SettingError(where, k, str(key), f"must be positive, got {val}")
         if k in _NON_NEGATIVE and not val >= 0:
             raise SettingError(where, k, str(key), f"must be zero or positive, got {val}")
+        if k in _RANGES and nums:
+            lo, hi, unit = _RANGES[k]
+            bad = [v for v in nums if not lo <= v <= hi]
+            if bad:
+                raise SettingError(where, k, str(key), f"must be between {lo:g} and {hi:g} {unit}, got {bad[0]:g}")
         if k == "canal_boundaries_mm" and len(val) != 3:
             raise SettingError(where, k, str(key), "needs 3 distances (mm from the sacral end): sacral/lumbar, "
                                "lumbar/thoracic, thoracic/cervical")
@@ -295,6 +326,8 @@ def read_settings_file(path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"config {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -304,6 +337,9 @@ def read_settings_file(path) -> Settings:
             data = json.loads(text)
     except ValueError as e:
         raise InputError(f"config {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config {path} holds a {type(data).__name__}, not a table of settings: write "
+                         "{\"sensitivity\": 30, ...} (JSON) or key = value lines (TOML)")
     if isinstance(data.get("spectrack"), dict):
         data = data["spectrack"]
     return settings_from_mapping(data, where=str(path), base=path.parent)

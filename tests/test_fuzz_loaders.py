@@ -38,7 +38,7 @@ from spectrack.load.study import load_study
 
 CASES: Counter = Counter()
 # a longer random campaign: SPECTRACK_FUZZ_EXAMPLES=2000 SPECTRACK_FUZZ_RANDOM=1 pytest tests/test_fuzz_loaders.py
-N_EXAMPLES = int(os.environ.get("SPECTRACK_FUZZ_EXAMPLES", "120"))
+N_EXAMPLES = int(os.environ.get("SPECTRACK_FUZZ_EXAMPLES", "150"))
 DERANDOMIZE = not os.environ.get("SPECTRACK_FUZZ_RANDOM")
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -617,6 +617,46 @@ def test_cli_info_nifti_never_prints_a_traceback(muts, gz, capsys):
             lines = [ln for ln in err.splitlines() if ln.strip()]
             assert rc in (3, 4, 5, 6), (rc, err)
             assert len(lines) == 1 and lines[0].startswith("spectrack: error:"), err
+
+
+# ------------------------------------------------------------------ silent wrong numbers
+@FUZZ
+@given(changes=st.dictionaries(st.sampled_from(["Rows", "Columns", "NumberOfFrames", "BitsAllocated"]),
+                               st.sampled_from([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32]), min_size=1, max_size=3))
+def test_nm_size_tags_never_give_a_silent_wrong_total(changes):
+    """Rows, Columns, frames or bits changed: refused, or the same counts as the file holds."""
+    ds = nm_dataset()
+    truth = float(np.frombuffer(ds["PixelData"], np.uint16).sum())
+    for k, v in changes.items():
+        ds[k] = str(v) if k == "NumberOfFrames" else v
+        if k == "BitsAllocated":
+            ds["BitsStored"], ds["HighBit"] = v, v - 1
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "A1").write_bytes(encode(ds, NM_SOP))
+        series = run_case("DICOM NM size", lambda: load_dicom_folder(d)[0])
+        for s in series or []:
+            total = float(np.asarray(s.image.array, np.float64).sum())
+            if total != pytest.approx(truth, rel=1e-6):
+                CASES["failures"] += 1
+                pytest.fail(f"{changes}: read as fine with total {total}, the file holds {truth}")
+
+
+@FUZZ
+@given(data=st.data())
+def test_nifti_gz_damage_is_refused_or_harmless(data):
+    """A damaged .nii.gz is refused, or (damage outside the voxels' stream) reads the exact voxels."""
+    arr = (np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6) * 10.0 + 1.0)
+    with tempfile.TemporaryDirectory() as d:
+        p = _write_nifti(Path(d), "tp0_spect", arr, SIDECAR, (), gz=True)
+        blob = bytearray(p.read_bytes())
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(10, len(blob) - 1))  # past the gzip member header
+            blob[i] ^= data.draw(st.integers(1, 255))
+        p.write_bytes(bytes(blob))
+        s = run_case("NIfTI gz damage", lambda: read_nifti_series(p))
+        if s is not None and not np.array_equal(np.asarray(s.image.array), arr.transpose(2, 1, 0)):
+            CASES["failures"] += 1
+            pytest.fail("a damaged gzip stream was read as if fine, with different voxels")
 
 
 def test_zz_fuzz_summary(capsys):

@@ -148,6 +148,8 @@ def test_injection_time_of_day_after_the_first_scan_time_goes_to_the_day_before(
     write_nm(tmp_path / "b", date="20260320", time="120000", inj_time="090000")
     st = load_study(tmp_path)
     assert st.timepoints[0].emission.get("injection_time") == dt.datetime(2026, 3, 19, 9, 0)
+    (w,) = [w for w in st.warnings if "has no date" in w]  # an inferred date is said, once
+    assert "2026-03-19" in w and "the day before the first scan" in w and "--injection-time" in w
 
 
 def test_same_timezone_offset_keeps_naive_local_times(tmp_path):
@@ -527,3 +529,266 @@ def test_dicom_and_nifti_time_points_with_different_offsets_share_one_clock(tmp_
     assert t1 - t0 == dt.timedelta(hours=1)
     assert "converted from UTC+0200 to UTC+0100" in st.timepoints[1].emission.source("acquisition_start")
     assert any("different UTC offsets" in w for w in st.warnings)
+
+
+# ---------------------------------------------------------------- corrupt data is refused, not read
+@pytest.mark.parametrize("change", [{"Rows": 4}, {"Columns": 3}, {"NumberOfFrames": 2}, {"BitsAllocated": 8},
+                                    {"Rows": 6}, {"BitsAllocated": 32}],
+                         ids=["fewer-rows", "fewer-columns", "fewer-frames", "bits-16-to-8", "more-rows", "bits-32"])
+def test_nm_pixel_data_not_matching_the_header_is_refused(tmp_path, change, capsys):
+    """Pixel data longer or shorter than Rows x Columns x frames x bits declare: exit 3, whichever way it differs."""
+    import pydicom
+
+    p = write_nm(tmp_path / "nm" / "IMG0001", date="20240305", time="100000")
+    ds = pydicom.dcmread(p)
+    for k, v in change.items():
+        setattr(ds, k, v)
+    if change.get("BitsAllocated") == 8:
+        ds.BitsStored, ds.HighBit = 8, 7
+    ds.save_as(p, enforce_file_format=True)
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3, err
+    line = [ln for ln in err if "spectrack.progress" not in ln][-1]
+    assert ("declare" in line) or ("truncated" in line), line
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_nm_pixel_data_with_one_pad_byte_is_read(tmp_path):
+    """An odd-length pixel data value padded to even length is not corrupt."""
+    import pydicom
+
+    p = write_nm(tmp_path / "nm" / "IMG0001", date="20240305", time="100000", shape=(3, 3, 3), counts=7)
+    ds = pydicom.dcmread(p)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.full((3, 3, 3), 7, np.uint8).tobytes() + b"\x00"  # 27 bytes + one pad byte
+    ds.save_as(p, enforce_file_format=True)
+    series, _ = load_dicom_folder(tmp_path / "nm")
+    assert len(series) == 1 and float(series[0].image.array.sum()) == 27 * 7
+
+
+def _corrupt_gzip(path: Path, where: str, n: int = 0) -> None:
+    blob = bytearray(path.read_bytes())
+    if where == "crc":
+        blob[-8] ^= 0xFF  # CRC-32 of the trailer
+    elif where == "length":
+        blob[-1] ^= 0x01  # ISIZE of the trailer
+    else:  # a byte inside the deflate stream
+        body = range(20, len(blob) - 8)
+        i = body[(n * 7919) % len(body)]
+        blob[i] ^= 0x5A
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("where", ["crc", "length"] + [f"stream{n}" for n in range(25)])
+def test_nifti_gz_with_a_broken_stream_is_refused(tmp_path, nifti_study, where, capsys):
+    nifti_study(tmp_path / "s")
+    spect = tmp_path / "s" / "tp1_spect.nii.gz"
+    before = nib.load(str(spect)).get_fdata()
+    _corrupt_gzip(spect, where.rstrip("0123456789"), int(where[6:] or 0) if where.startswith("stream") else 0)
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "out"), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    if rc == 0:  # only a change that leaves every voxel and the trailer intact may pass
+        pytest.fail(f"corrupt stream ({where}) read as if fine; voxels equal before: "
+                    f"{np.array_equal(before, nib.load(str(spect)).get_fdata()) if spect.exists() else None}")
+    assert rc == 3, err
+    assert "Traceback" not in err
+
+
+def test_label_map_gz_with_a_broken_stream_is_refused(tmp_path, nifti_study, capsys):
+    nifti_study(tmp_path / "s")
+    lab = tmp_path / "s" / "labels.nii.gz"
+    _corrupt_gzip(lab, "crc")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(lab), "-o", str(tmp_path / "out"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "gzip stream" in err and "label map" in err, err
+
+
+def _label_nifti(path: Path, arr, affine=None, slope=None, inter=None, names=None):
+    img = nib.Nifti1Image(np.asarray(arr, np.int16), np.diag([3.0, 3.0, 4.0, 1.0]) if affine is None else affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter if inter is not None else 0.0)
+    nib.save(img, str(path))
+    if names:
+        path.with_name(path.name.replace(".nii.gz", ".tsv")).write_text(
+            "".join(f"{k}\t{v}\n" for k, v in names.items()))
+    return path
+
+
+@pytest.mark.parametrize("slope,inter", [(2.0, 0.0), (1.0, 1.0), (0.5, 3.0)])
+def test_label_map_with_intensity_scaling_is_refused(tmp_path, slope, inter):
+    from spectrack.errors import LabelError
+    from spectrack.regions.labels import read_label_map
+
+    arr = np.zeros((4, 4, 4), np.int16)
+    arr[1:3, 1:3, 1:3] = 1
+    arr[0, 0, 0] = 2
+    p = _label_nifti(tmp_path / "lab.nii.gz", arr, slope=slope, inter=inter, names={1: "brain", 2: "liver"})
+    with pytest.raises(LabelError, match="intensity scaling"):
+        read_label_map(p)
+
+
+def test_label_map_with_a_singular_affine_is_refused(tmp_path):
+    from spectrack.regions.labels import read_label_map
+
+    aff = np.array([[3.0, 3.0, 0, 0], [0, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])  # i and j point the same way
+    p = _label_nifti(tmp_path / "lab.nii.gz", np.ones((4, 4, 4)), affine=aff, names={1: "brain"})
+    with pytest.raises(InputError, match="singular"):
+        read_label_map(p)
+
+
+@pytest.mark.parametrize("names,match", [({1: "liver", 2: "liver"}, "both called 'liver'"),
+                                         ({1: "field_of_view"}, "reserves"), ({1: "cns"}, "group"),
+                                         ({1: "spinal_canal"}, "group"), ({1: "outside_regions"}, "reserves")])
+def test_duplicate_and_reserved_region_names_are_refused(tmp_path, nifti_study, names, match, capsys):
+    nifti_study(tmp_path / "s")
+    arr = np.zeros((14, 12, 10), np.int16)
+    arr[2:6, 3:7, 2:5] = 1
+    arr[8:12, 2:5, 6:9] = 2
+    lab = _label_nifti(tmp_path / "lab.nii.gz", arr, names=names)
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(lab), "-o", str(tmp_path / "out"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 6, err
+    assert match in err
+
+
+# ---------------------------------------------------------------- impossible numbers
+@pytest.mark.parametrize("option,value,phrase", [
+    ("--injected-mbq", "inf", "finite"), ("--half-life-h", "inf", "finite"), ("--half-life-h", "1e-4", "between"),
+    ("--times-h", "nan,1,2", "finite"), ("--times-h", "-1,1,2", "between"), ("--seed", "-1", "zero or positive"),
+    ("--radionuclide", "Xx-999", "not a known radionuclide"), ("--psf-fwhm-mm", "inf", "finite"),
+    ("--uncertainty-draws", "100000000", "between"), ("--sensitivity", "nan", "finite"),
+    ("--duration-s", "-inf", "finite")])
+def test_options_must_be_finite_and_in_range(tmp_path, nifti_study, option, value, phrase, capsys):
+    nifti_study(tmp_path / "s")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert phrase in err and option in err
+    assert not (tmp_path / "o" / "regions.csv").exists()
+
+
+@pytest.mark.parametrize("content,phrase", [(b"[1, 2]", "not a table of settings"),
+                                            (b'{"sensitivity": 30, "subject": "caf\xe9"}'.replace(b"\\xe9", b"\xe9"),
+                                             "not UTF-8"),
+                                            (b'{"seed": -5}', "zero or positive")])
+def test_bad_settings_file_is_one_line(tmp_path, nifti_study, content, phrase, capsys):
+    nifti_study(tmp_path / "s")
+    cfg = tmp_path / "c.json"
+    cfg.write_bytes(content)
+    rc = main(["quantify", str(tmp_path / "s"), "--config", str(cfg), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert phrase in err and "Traceback" not in err
+
+
+def test_injection_a_year_before_the_scan_is_refused_not_inf(tmp_path, nifti_study, capsys):
+    nifti_study(tmp_path / "s")
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--injection-time", "2025-03-14T22:40:00", "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "not be finite" in err and "half-lives" in err and "injection time" in err
+    assert not (tmp_path / "o" / "regions.csv").exists()
+
+
+def test_float32_sums_near_the_limit_do_not_overflow():
+    lab = np.ones((2, 3, 4), np.int32)
+    vals = np.full((2, 3, 4), 3.0e38, np.float32)  # each value fits float32, their sum does not
+    st = RegionIndex(lab).stats(vals)
+    assert np.isfinite(st["sum"][0]) and st["sum"][0] == pytest.approx(24 * 3.0e38, rel=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{"RescaleSlope": 0}, {"RescaleSlope": -2.0}])
+def test_nm_with_a_zero_or_negative_slope_is_refused(tmp_path, extra, capsys):
+    write_nm(tmp_path / "nm" / "IMG1", date="20240305", time="100000", extra=extra)
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "RescaleSlope" in err and "positive" in err
+
+
+def test_nm_with_a_zero_rwvm_slope_is_refused(tmp_path, capsys):
+    item = Dataset()
+    item.RealWorldValueSlope, item.RealWorldValueIntercept = 0.0, 0.0
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "Bq/ml", "UCUM", "Becquerels/milliliter"
+    item.MeasurementUnitsCodeSequence = Sequence([code])
+    write_nm(tmp_path / "nm" / "IMG1", date="20240305", time="100000",
+             extra={"RealWorldValueMappingSequence": Sequence([item])})
+    rc = main(["info", str(tmp_path / "nm")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "RealWorldValueSlope" in err, err
+
+
+def test_field_of_view_above_100_percent_and_empty_images_are_warned(tmp_path, nifti_study, capsys):
+    from conftest import A_INJ
+
+    nifti_study(tmp_path / "s")
+    # the true injected activity is A_INJ: a tenth of it makes the field of view hold ~10x the dose
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--injected-mbq", str(A_INJ / 10), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    import json
+
+    meta = json.loads((tmp_path / "o" / "study.json").read_text())
+    assert sum("the field of view holds" in w for w in meta["warnings"]) == 3
+    assert "the field of view holds" in err
+    # an all-zero scan: every %ID is 0, and said so
+    p = tmp_path / "s" / "tp2_spect.nii.gz"
+    img = nib.load(str(p))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(p))
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o2"), "--no-report", "--uncertainty-draws", "0"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "o2" / "study.json").read_text())
+    assert any("time point 2: the emission image holds no positive value" in w for w in meta["warnings"])
+
+
+def test_sidecar_times_contradicting_each_other_are_refused(tmp_path, nifti_study, capsys):
+    import json
+
+    nifti_study(tmp_path / "s")
+    side = tmp_path / "s" / "tp1_spect.json"
+    d = json.loads(side.read_text())
+    d["AcquisitionDateTime"] = "2026-03-15T02:40:00"  # 4 h after TimeZero 22:40 ...
+    d["ScanStart"] = d["FrameTimesStart"][0] = 3 * 3600.0  # ... but ScanStart says 3 h
+    side.write_text(json.dumps(d))
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "TimeZero" in err and "contradict" in err
+
+
+# ---------------------------------------------------------------- the Python API checks its arguments
+@pytest.mark.parametrize("kwargs,phrase", [({"injected_mbq": float("inf")}, "finite"),
+                                           ({"half_life_h": -1.0}, "positive"),
+                                           ({"calibration": "magic"}, "must be one of"),
+                                           ({"radionuclide": "Xx-999"}, "not a known radionuclide"),
+                                           ({"injection_time": "yesterday"}, "datetime"),
+                                           ({"sensitivity_cps_per_mbq": "fast"}, "bad value")])
+def test_api_quantify_validates_like_the_cli(tmp_path, nifti_study, kwargs, phrase):
+    from spectrack.errors import SpectrackError
+
+    nifti_study(tmp_path / "s")
+    st = load_study(tmp_path / "s")
+    with pytest.raises(SpectrackError, match=phrase):
+        quantify(st, tmp_path / "s" / "labels.nii.gz", **kwargs)
+
+
+def test_api_run_study_validates_settings_objects(tmp_path, nifti_study):
+    from spectrack.errors import SpectrackError
+    from spectrack.settings import Settings
+
+    nifti_study(tmp_path / "s")
+    with pytest.raises(SpectrackError, match="finite"):
+        run_study(tmp_path / "s", Settings(injected_mbq=float("inf"), labels=str(tmp_path / "s" / "labels.nii.gz")))
+    with pytest.raises(SpectrackError, match="Settings or a dict"):
+        run_study(tmp_path / "s", ["labels.nii.gz"])
+    with pytest.raises(SpectrackError, match="needs a Study"):
+        quantify(str(tmp_path / "s"), tmp_path / "s" / "labels.nii.gz")

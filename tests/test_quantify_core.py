@@ -12,6 +12,7 @@ from spectrack import load_study, quantify
 from spectrack.errors import InconsistentInputError, LabelError, MissingMetadataError
 from spectrack.geometry import Image, to_nifti_affine
 from spectrack.regions.labels import LabelMap, read_label_map, write_label_map
+from spectrack.settings import SettingError
 
 HL = 6.0067
 LAM = math.log(2) / HL
@@ -153,7 +154,7 @@ def test_scan_before_injection(tmp_path, nifti_study):
 def test_zero_or_negative_duration(tmp_path, dur, nifti_study):
     nifti_study(tmp_path)
     st = load_study(tmp_path)
-    with pytest.raises(InconsistentInputError, match="duration"):
+    with pytest.raises(SettingError, match="duration_s must be positive"):  # the command line's message
         quantify(st, read_label_map(tmp_path / "labels.nii.gz"), duration_s=dur)
 
 

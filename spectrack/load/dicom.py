@@ -661,7 +661,15 @@ def _pixel_problem(ds) -> str | None:
         need = frames * rows * cols * spp * bits // 8
         if have < need:
             return f"truncated (pixel data {have} of {need} bytes)"
+        if have > need + 1:  # one pad byte makes an odd length even; anything more contradicts the header
+            return _oversize_message(have, need, frames, rows, cols, bits)
     return None
+
+
+def _oversize_message(have: int, need: int, frames: int, rows: int, cols: int, bits: int) -> str:
+    return (f"pixel data holds {have} bytes but {frames} frame(s) x {rows} rows x {cols} columns x {bits} bits "
+            f"declare {need}: the header does not describe the data (Rows, Columns, NumberOfFrames or "
+            "BitsAllocated changed?); export the image again")
 
 
 def _stored_pixels(ds, where: str, declared: tuple | None = None) -> np.ndarray:
@@ -686,6 +694,9 @@ def _stored_pixels(ds, where: str, declared: tuple | None = None) -> np.ndarray:
         raw = _value_bytes(ds, _PIXEL_TAGS["PixelData"], n * dtype.itemsize, where)
         if len(raw) < n * dtype.itemsize:
             raise InputError(f"{where}: pixel data truncated ({len(raw)} of {n * dtype.itemsize} bytes)")
+        have = _value_length(ds, _PIXEL_TAGS["PixelData"])
+        if have is not None and have > n * dtype.itemsize + 1:
+            raise InputError(f"{where}: " + _oversize_message(have, n * dtype.itemsize, frames, rows, cols, bits))
         arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(frames, rows, cols)
         if not dtype.isnative:
             arr = arr.astype(dtype.newbyteorder("="))
@@ -787,6 +798,10 @@ def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
                 notes.append(f"{where}: RealWorldValueMappingSequence item without RealWorldValueSlope "
                              "(LUT mapping) not used")
                 continue
+            if not math.isfinite(slope) or slope <= 0 or not math.isfinite(icpt):
+                raise InputError(f"{where}: RealWorldValueSlope {slope:g} / RealWorldValueIntercept {icpt:g} cannot "
+                                 "map counts to activity (the slope must be positive and finite): the header is "
+                                 "damaged; export the image again")
             units, scale = _UCUM[code]
             return {
                 "slope": slope * scale, "intercept": icpt * scale, "units": units,
@@ -805,6 +820,10 @@ def _value_mapping(ds, kind: str, where: str, warn: list[str]) -> dict:
     resc_src = (f"{_tag('RescaleSlope')} {slope:g}, {_tag('RescaleIntercept')} {icpt:g}" if has_rescale
                 else "no rescale: stored values")
     mapping = "rescale" if has_rescale else "none"
+    if kind != "CT" and (not math.isfinite(slope) or slope <= 0 or not math.isfinite(icpt)):
+        raise InputError(f"{where}: RescaleSlope {slope:g} / RescaleIntercept {icpt:g} cannot map stored values "
+                         "to counts or activity (the slope must be positive and finite): the header is damaged; "
+                         "export the image again")
     if kind == "CT":
         rtype = _text(ds, "RescaleType", where)
         units = "HU" if rtype in (None, "HU") else rtype

@@ -210,6 +210,35 @@ def _gz_length(path: Path, limit: int) -> int:
     return n
 
 
+def verify_gzip_stream(path: Path, what: str = "image") -> None:
+    """Decompress a ``.gz`` file to its end so a corrupt stream is refused, not read.
+
+    nibabel reads only the bytes the header declares, so the gzip trailer
+    (CRC-32 and length of the whole stream) is never checked and a damaged
+    deflate stream gives wrong voxels without complaint. Reading to the end
+    checks both.
+
+    Raises
+    ------
+    InputError
+        If the stream is truncated, its CRC or length is wrong, or it is not
+        gzip at all.
+    """
+    import gzip
+
+    path = Path(path)
+    if not path.name.lower().endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise InputError(f"{path}: the gzip stream of this {what} is corrupt ({reason}): the voxels cannot be "
+                         "trusted; copy or export the file again") from None
+
+
 def _check_header(img, path: Path) -> None:
     """Refuse, before any voxel is read, a header whose voxels cannot be in the file or in memory."""
     shape = tuple(int(n) for n in img.shape)
@@ -306,6 +335,7 @@ def _read_voxels(path: Path, warn: list[str]):
         try:
             img = nib.load(str(path))
             _check_header(img, path)
+            verify_gzip_stream(path)
             _check_pixdim(img, path, warn)
             with np.errstate(all="ignore"):
                 arr = np.asarray(img.dataobj, dtype=np.float32)
@@ -668,13 +698,14 @@ def _set_times_checked(s: Series, side: dict, src: str, path: Path, scans: dict 
                      f"{src}: TimeZero, from the acquisition time and "
                      + ("FrameTimesStart" if frame_start is not None else "ScanStart"))
         if tod is not None and abs(_clock_gap_s(t0.value.time(), tod)) > 1.5:
-            warn.append(f"{src}: TimeZero {tz} does not match the acquisition time minus "
-                        f"{'FrameTimesStart' if frame_start is not None else 'ScanStart'} "
-                        f"({t0.value:%H:%M:%S}): the injection time is taken from TimeZero")
-            t0 = None
-            tod_only = True
-        else:
-            tod_only = False
+            from ..errors import InconsistentInputError
+
+            raise InconsistentInputError(
+                f"{src}: the times contradict each other: TimeZero {tz} is not the acquisition time "
+                f"({acq.value:%H:%M:%S}, {acq.source.replace(src + ': ', '')}) minus "
+                f"{'FrameTimesStart' if frame_start is not None else 'ScanStart'} {first_rel:g} s "
+                f"({t0.value:%H:%M:%S}); fix TimeZero or ScanStart, or give --injection-time and --times-h")
+        tod_only = False
     else:
         tod_only = tod is not None
         if acq is None and tod is not None and first_rel is not None:

@@ -102,6 +102,7 @@ def _resolve_injection_dates(emissions: list[Series], warnings: list[str]) -> No
     if not starts:
         return
     first = min(starts)
+    said = set()
     for s in emissions:
         if s.get("injection_time") is None and s.get("injection_time_of_day") is not None:
             tod = s.get("injection_time_of_day")
@@ -111,6 +112,12 @@ def _resolve_injection_dates(emissions: list[Series], warnings: list[str]) -> No
             s.set("injection_time", cand,
                   f"{s.source('injection_time_of_day')}, dated to the latest day before the first scan "
                   f"({first.isoformat(sep=' ')})")
+            if (tod, cand) not in said:
+                said.add((tod, cand))
+                day = "the day before the first scan" if cand.date() < first.date() else "the first scan's day"
+                warnings.append(f"injection time {tod.isoformat()} has no date ({s.source('injection_time_of_day')}): "
+                                f"assumed {cand:%Y-%m-%d} ({day}, {(first - cand).total_seconds() / 3600:.2f} h "
+                                "before it); give --injection-time with the date if that is wrong")
 
 
 def _pair_ct(emission: Series, cts: list[Series]) -> Series | None:

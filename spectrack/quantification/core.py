@@ -115,7 +115,23 @@ def quantify(
     import pandas as pd
 
     from ..regions.labels import read_label_map
+    from ..settings import settings_from_mapping
 
+    if not isinstance(study, Study):
+        from ..errors import InputError
+
+        raise InputError(f"quantify() needs a Study (from spectrack.load_study), not {type(study).__name__}")
+    settings_from_mapping({  # the checks of the command line, with the same messages
+        "calibration": calibration, "sensitivity_cps_per_mbq": sensitivity_cps_per_mbq, "fov_timepoint": fov_timepoint,
+        "injected_mbq": injected_mbq, "residual_mbq": residual_mbq, "half_life_h": half_life_h,
+        "radionuclide": radionuclide, "duration_s": duration_s, "label_resampling": label_resampling,
+    }, where="quantify()")
+    for name, value in (("injection_time", injection_time), ("injected_measured_at", injected_measured_at),
+                        ("residual_time", residual_time)):
+        if value is not None and not isinstance(value, dt.datetime):
+            from ..errors import InputError
+
+            raise InputError(f"quantify(): {name} must be a datetime.datetime, not {type(value).__name__}")
     if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__"):
         labels = read_label_map(labels)
     params = resolve_parameters(
@@ -134,6 +150,15 @@ def quantify(
                 f"time point {tp.index} starts {abs(dt_h):.2f} h before the injection "
                 f"({tp.acquisition_start:%Y-%m-%d %H:%M:%S} < {params.injection_time.value:%Y-%m-%d %H:%M:%S}); "
                 f"check the injection time ({params.injection_time.source}) or give --injection-time")
+        n_half = dt_h / float(params.half_life_h.value)
+        if n_half > MAX_HALF_LIVES:
+            from ..errors import InconsistentInputError
+
+            raise InconsistentInputError(
+                f"time point {tp.index} starts {dt_h:.4g} h after the injection, {n_half:.4g} half-lives of "
+                f"{params.half_life_h.value:.4g} h ({params.half_life_h.source}): its decay-corrected activity would "
+                f"not be finite (more than {MAX_HALF_LIVES} half-lives); check the injection time "
+                f"({params.injection_time.source}), the half-life and the scan times")
     cals = calibrate_study(study, params, method=calibration, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                            fov_timepoint=fov_timepoint, duration_s=duration_s)
     for c in cals:  # decay states assumed rather than read
@@ -221,6 +246,7 @@ def quantify(
                 if msg not in warnings:
                     warnings.append(msg)
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    warnings += [w for w in _check_plausible(df, study, params) if w not in warnings]
     df.attrs["metadata"] = {
         "dose": params.to_json(),
         "calibration": [c.to_json() for c in cals],
@@ -229,3 +255,56 @@ def quantify(
     if return_details:
         return df, QuantResult(params, cals, per_tp_labels, warnings)
     return df
+
+
+#: Decay correction over more half-lives than this (2**1000 ~ 1e301) is not finite in float64: refused.
+MAX_HALF_LIVES = 1000
+
+#: A field of view below -FOV_SLACK or above 100 + FOV_SLACK %ID is a warning (beyond counting noise
+#: and calibration error, it means a wrong dose, calibration, decay or time).
+FOV_SLACK_PCT = 10.0
+
+
+def _check_plausible(df, study, params) -> list[str]:
+    """Refuse non-finite results; warnings for numbers no real scan gives.
+
+    Raises
+    ------
+    InconsistentInputError
+        When a %ID or activity is not finite (an overflowing decay correction:
+        a half-life far too short for the scan times, an injection long before
+        the scan), naming the likely cause.
+    """
+    from ..errors import InconsistentInputError
+
+    warn: list[str] = []
+    hl = float(params.half_life_h.value)
+    for col in ("pct_id", "pct_id_uncorrected", "activity_mbq", "activity_mbq_decay_corrected"):
+        bad = df[~np.isfinite(df[col].to_numpy(dtype=float))]
+        if len(bad):
+            r = bad.iloc[0]
+            n_hl = float(r["time_h"]) / hl if hl > 0 else float("inf")
+            raise InconsistentInputError(
+                f"time point {int(r['timepoint'])}, region {r['region']}: {col} is {r[col]} (not finite): decay "
+                f"correction over {float(r['time_h']):.4g} h is {n_hl:.3g} half-lives of {hl:.4g} h "
+                f"({params.half_life_h.source}; injection {params.injection_time.value:%Y-%m-%d %H:%M} from "
+                f"{params.injection_time.source}); check the half-life, the injection time and the scan times")
+    for tpi, g in df.groupby("timepoint"):
+        fov = g.loc[g["kind"] == "fov", "pct_id"]
+        if not len(fov):
+            continue
+        v = float(fov.iloc[0])
+        if v < -FOV_SLACK_PCT or v > 100 + FOV_SLACK_PCT:
+            warn.append(f"time point {tpi}: the field of view holds {v:.4g} %ID (decay-corrected), outside "
+                        f"[{-FOV_SLACK_PCT:g}, {100 + FOV_SLACK_PCT:g}]: check the injected activity, the calibration "
+                        "(sensitivity, units), the half-life and the injection time")
+    for tp in study.timepoints:
+        a = tp.emission.image.array
+        mx = float(np.max(a)) if a.size else 0.0
+        if mx <= 0:
+            warn.append(f"time point {tp.index}: the emission image holds no positive value (max {mx:g}): every "
+                        "%ID is zero or negative; check the image and its rescale slope")
+        elif float(np.sum(a, dtype=np.float64)) < 0:
+            warn.append(f"time point {tp.index}: the emission image sums to a negative value: check the image "
+                        "and its rescale intercept")
+    return warn

@@ -171,7 +171,10 @@ class RegionIndex:
         else:
             vals = flat.take(self._gather)
         if vals.dtype == np.float32:
-            run_sum = np.add.reduceat(vals, self._runs)
+            with np.errstate(over="ignore"):
+                run_sum = np.add.reduceat(vals, self._runs)
+            if not np.all(np.isfinite(run_sum)):  # float32 overflows near 3.4e38: sum those runs in float64
+                run_sum = np.add.reduceat(vals, self._runs, dtype=np.float64)
         else:
             run_sum = np.add.reduceat(vals, self._runs, dtype=np.float64)
         run_max = np.maximum.reduceat(vals, self._runs)

@@ -71,6 +71,7 @@ class LabelMap:
             raise LabelError(f"label map {self.source or ''} holds negative values: labels must be >= 0")
         present = [int(v) for v in np.unique(self.image.array) if v != 0]
         self.names = {int(k): str(v) for k, v in self.names.items()}
+        _check_names(self.names, self.source)
         for v in present:
             self.names.setdefault(v, f"label_{v}")
         own = {}
@@ -202,6 +203,28 @@ class LabelMap:
                                        transform, method=method).array > 0
                     for k, m in self.overlaps.items()}
         return self._derived(image, overlaps)
+
+
+#: Row names spectrack itself writes into the region table: a region may not take them.
+RESERVED_NAMES = frozenset({"field_of_view", "outside_regions"})
+
+
+def _check_names(names: dict[int, str], source: str) -> None:
+    """Refuse empty, duplicate and reserved region names (they would make the table ambiguous)."""
+    from .vocabulary import GROUPS
+
+    where = f"label map {source}" if source else "label map"
+    seen: dict[str, int] = {}
+    for k, name in sorted(names.items()):
+        if not name.strip():
+            raise LabelError(f"{where}: label {k} has an empty name: name every region")
+        if name in seen:
+            raise LabelError(f"{where}: labels {seen[name]} and {k} are both called {name!r}: give each region its "
+                             "own name (or merge them into one label value)")
+        if name in RESERVED_NAMES or name in GROUPS:
+            raise LabelError(f"{where}: label {k} is called {name!r}, a name spectrack reserves for "
+                             f"{'a group of regions' if name in GROUPS else 'a row of its own'}: rename it")
+        seen[name] = k
 
 
 def note_regions_without_voxels(labels: LabelMap, data: dict[int, str]) -> LabelMap:
@@ -364,7 +387,7 @@ def read_label_image(path, what: str = "label map") -> Image:
     """
     import nibabel as nib
 
-    from ..load.nifti import _check_header
+    from ..load.nifti import _check_header, verify_gzip_stream
 
     path = Path(path)
     try:
@@ -372,6 +395,11 @@ def read_label_image(path, what: str = "label map") -> Image:
     except Exception as e:  # nibabel raises many types for corrupt files
         raise InputError(f"cannot read {what} {path} as NIfTI ({type(e).__name__}: {e})") from None
     _check_header(img, path)
+    verify_gzip_stream(path, what)
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if not (np.isfinite(slope) and np.isfinite(inter)) or (slope, inter) != (1.0, 0.0):
+        raise LabelError(f"{what} {path} has intensity scaling (scl_slope {slope:g}, scl_inter {inter:g}): label "
+                         "values would be renumbered; write it without scaling (slope 1, intercept 0)")
     try:
         arr = np.asanyarray(img.dataobj)
     except Exception as e:  # truncated or corrupt voxel data
@@ -380,8 +408,16 @@ def read_label_image(path, what: str = "label map") -> Image:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise LabelError(f"{what} {path} has shape {arr.shape}: a 3-D integer image is needed")
+    affine = np.asarray(img.affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError(f"{what} {path}: the NIfTI affine (qform/sform) has non-finite values: fix the header")
+    m = affine[:3, :3]
+    scale = np.linalg.norm(m, axis=0)
+    if np.any(scale <= 0) or abs(np.linalg.det(m / np.where(scale > 0, scale, 1))) < 1e-3:
+        raise InputError(f"{what} {path}: the NIfTI affine (qform/sform) is singular (an axis of zero length, or "
+                         "two axes pointing the same way): fix the header")
     try:
-        return from_nifti_affine(arr, img.affine, units="label")
+        return from_nifti_affine(arr, affine, units="label")
     except ValueError as e:
         raise InputError(f"{what} {path}: {e}") from None
 
