@@ -287,3 +287,56 @@ def test_analyse_kinetics_whole_table():
     assert set(sel["model"]) == {"uptake_washout"}
     # uptake rate recovered
     assert sel[sel.correction == "decay_corrected"]["k1"].iloc[0] == pytest.approx(2.05, rel=0.01)
+
+
+# ------------------------------------------- integration rules, guards, TIAC
+def test_physical_integral_applies_decay_exactly_within_intervals():
+    from scipy.integrate import quad
+
+    # rising decay-corrected segment, linear: int (d1 + s (t - t1)) exp(-lambda t) dt by quadrature
+    t, d = np.array([2.0, 20.0]), np.array([3.0, 12.0])
+    i = integrate_tac(t, d, start="none", decay_within_h=HL)
+    exact = quad(lambda u: (3.0 + 0.5 * (u - 2.0)) * math.exp(-LAM * u), 2.0, 20.0)[0]
+    assert i.value == pytest.approx(exact, rel=1e-12)
+    # bolus clearing mono-exponentially: back-extrapolated start, log-down, tail with k_bio -> A / (k + lambda)
+    A, k = 80.0, 0.4
+    t = np.array([0.5, 1, 2, 4, 6, 24.0])
+    y = A * np.exp(-k * t)
+    i = integrate_tac(t, y, start="back", tail="terminal", rate_per_h=k, decay_within_h=HL)
+    assert i.value == pytest.approx(A / (k + LAM), rel=1e-12)
+    assert "back-extrapolation" in i.method
+    # the decay-corrected AUC with the same rules is A / k exactly
+    assert integrate_tac(t, y, start="back", tail="terminal", rate_per_h=k).value == pytest.approx(A / k, rel=1e-12)
+    # the old rule (linear trapezoid from (0, 0)) is far off on the same curve (+16 %)
+    assert integrate_tac(t, y, start="zero", rule="linear", tail="terminal", rate_per_h=k).value > 1.1 * A / k
+
+
+def test_back_extrapolation_rules():
+    from spectrack.kinetics import back_extrapolate
+
+    assert back_extrapolate([1.0, 3.0], [40.0, 10.0])[0] == pytest.approx(80.0)
+    c0, txt = back_extrapolate([1.0, 3.0], [40.0, 10.0], cap=60.0)
+    assert c0 == 60.0 and "capped" in txt
+    c0, txt = back_extrapolate([1.0, 3.0], [10.0, 40.0])       # rising: held back, said so
+    assert c0 == 10.0 and "held back" in txt
+    s = tac_metrics([0.5, 1, 2, 4.0], [50.0, 25.0, 6.25, 0.390625], half_life_h=HL, start="back")
+    assert s.value("start_value") == pytest.approx(100.0)
+
+
+def test_areas_beyond_the_physically_possible_are_withheld():
+    # 150 %ID held for a day: impossible; the TIA bound is 100 %ID x T_phys / ln 2
+    t = np.array([0.5, 1, 2, 4, 6, 24.0])
+    s = tac_metrics(t, np.full(6, 150.0), half_life_h=HL, unit="%ID")
+    r = s.row("tia", "physical")
+    assert math.isnan(r["value"]) and "exceeds the physical maximum" in r["flag"]
+    assert f"{100 / LAM:.4g}" in r["flag"]
+    assert math.isnan(s.value("tiac_h"))
+    assert math.isnan(s.value("auc_observed", "decay_corrected"))        # > 100 %ID x 24 h
+    # the same numbers in MBq have no dose to compare with: printed
+    s = tac_metrics(t, np.full(6, 150.0), half_life_h=HL, unit="MBq")
+    assert np.isfinite(s.value("tia", "physical"))
+    # a possible curve: TIAC (MIRD residence time, h) = TIA / 100 %ID
+    s = tac_metrics(t, 40 * np.exp(-0.3 * t), half_life_h=HL, start="back")
+    assert s.value("tiac_h") == pytest.approx(s.value("tia") / 100, rel=1e-12)
+    assert s.value("tia") == pytest.approx(40 / (0.3 + LAM), rel=1e-6)
+    assert "MRT" in s.row("mrt_h")["method"] and "not the MIRD residence time" in s.row("mrt_h")["method"]

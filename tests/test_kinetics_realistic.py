@@ -317,3 +317,110 @@ def test_whole_sample_study_is_fast_and_sensible(sample_table):
     # every method says where its terminal rate came from
     tr = m[m.metric == "terminal_rate_per_h"]["method"]
     assert tr.str.contains("fit|log-linear|not estimable|peak").all()
+
+
+# ------------------------------------------------- phantom truth: TIA within 10 %
+DENSE_H = (0.1, 0.25, 0.5, 1, 2, 4, 6, 10, 16, 24)
+#: misses of the preset protocols (0.5, 1, 2, 4, 6, 24 h) measured on the noise-free phantoms, with the reason
+#: no integration of these six scans can see (the kinetics are not sampled there); the dense protocol passes
+DEFAULT_PROTOCOL_MISSES = {
+    ("rat", "canal_sacral"): "peaks before the first scan at 0.5 h",
+    ("rat", "canal_lumbar"): "clears faster in the first 0.5 h than between the first two scans",
+    ("rat", "canal_thoracic"): "peaks before the first scan at 0.5 h",
+    ("rat", "bladder"): "voided at 5 h and 12 h, between scans",
+    ("nhp", "bladder"): "voided at 5 h and 12 h, between scans",
+    ("nhp", "liver"): "keeps rising between the 6 h and 24 h scans (-10.5 %)",
+    ("nhp", "kidneys"): "keeps rising between the 6 h and 24 h scans (-10.6 %)",
+    ("human", "brain"): "peaks between the 6 h and 24 h scans",
+}
+
+
+def _phantom_kinetics(root, preset, times_h, blur):
+    from spectrack import run_study
+    from spectrack.phantom import make_study
+
+    kw = {}
+    if blur:
+        probe = make_study(root / "probe", preset=preset, formats=(), times_h=[1.0], seed=5)
+        kw["psf_fwhm_mm"] = 4 * min(probe["geometry"]["canal"]["radius_mm"].values())   # FWHM = 2 canal diameters
+    if times_h is not None:
+        kw.update(times_h=list(times_h), frame_duration_s=300)
+    truth = make_study(root / "s", preset=preset, formats=("nifti",), seed=5, **kw)
+    st = {"labels": str(root / "s" / "labels.nii.gz"), "sensitivity_cps_per_mbq": truth["sensitivity_cps_per_mbq"],
+          "uncertainty_draws": 0, "report": False}
+    if blur:
+        st.update(pvc=True, psf_fwhm_mm=kw["psf_fwhm_mm"])
+    return truth, run_study(root / "s" / "nifti", st)
+
+
+def _tia_errors(truth, res, quantity):
+    from spectrack.phantom.kinetics_model import time_integrated_pct_id
+    from spectrack.phantom.presets import PRESETS
+
+    exact = time_integrated_pct_id(PRESETS[truth["preset"]].kinetics, truth["half_life_h"])
+    m = res.kinetics.metrics
+    m = m[(m.quantity == quantity) & (m.metric == "tia") & (m.correction == "physical")].set_index("region")
+    out = {}
+    for region in exact:
+        if region not in m.index or max(tp["regions"][region]["pct_id"] for tp in truth["timepoints"]) < 1.0:
+            continue
+        out[region] = (m.loc[region, "value"] / exact[region] - 1, m.loc[region, "flag"])
+    return out
+
+
+def test_exact_phantom_integral_matches_quadrature():
+    from scipy.integrate import quad
+
+    from spectrack.phantom.kinetics_model import simulate_pct_id, time_integrated_pct_id
+    from spectrack.phantom.presets import PRESETS
+
+    model = PRESETS["nhp"].kinetics
+    exact = time_integrated_pct_id(model, HL)
+    for region in ("canal_lumbar", "brain", "bladder"):
+        def f(t):
+            return simulate_pct_id(model, [t])[region][0] * math.exp(-LAM * t)
+        num = sum(quad(f, a, b, limit=200)[0] for a, b in ((0, 5), (5, 12), (12, 48), (48, 400)))
+        assert exact[region] == pytest.approx(num, rel=1e-6), region
+    # everything ever injected decays: the sum over compartments is 100 %ID x T_phys / ln 2
+    assert sum(exact.values()) == pytest.approx(100 / LAM, rel=1e-9)
+
+
+@pytest.mark.parametrize("preset", ["rat", "nhp", "human"])
+def test_tia_within_10_percent_on_noise_free_phantoms(preset, tmp_path):
+    """Every region holding >= 1 %ID: TIA within 10 % of the phantom's exact integral."""
+    truth, res = _phantom_kinetics(tmp_path / "d", preset, DENSE_H, blur=False)
+    err = _tia_errors(truth, res, "pct_id")
+    assert len(err) >= 10
+    print(preset, "dense protocol:", {r: f"{e:+.1%}" for r, (e, _) in err.items()})
+    bad = {r: e for r, (e, _) in err.items() if not abs(e) <= 0.10}
+    assert not bad
+    # the preset's own six scans: the same holds except where the scans do not sample the kinetics
+    truth, res = _phantom_kinetics(tmp_path / "p", preset, None, blur=False)
+    err = _tia_errors(truth, res, "pct_id")
+    print(preset, "preset protocol:", {r: f"{e:+.1%}" for r, (e, _) in err.items()})
+    for region, (e, flag) in err.items():
+        if (preset, region) in DEFAULT_PROTOCOL_MISSES:
+            assert 0.10 < abs(e) < 0.2, (region, e)
+        else:
+            assert abs(e) <= 0.10, (region, e)
+    # a region whose area before the first scan is a large share says so
+    if preset == "rat":
+        for region in ("canal_sacral", "canal_lumbar", "canal_thoracic"):
+            assert "before the first scan" in err[region][1]
+
+
+@pytest.mark.parametrize("preset", ["rat", "nhp", "human"])
+def test_tia_within_10_percent_with_recovery_correction_on_blurred_phantoms(preset, tmp_path):
+    """PSF FWHM twice the canal diameter: uncorrected canal TIAs are 70-90 % low; the kinetics of the
+    recovery-corrected curves (quantity pct_id_pvc) are within 10 % for every region holding >= 1 %ID."""
+    truth, res = _phantom_kinetics(tmp_path, preset, DENSE_H, blur=True)
+    raw = _tia_errors(truth, res, "pct_id")
+    pvc = _tia_errors(truth, res, "pct_id_pvc")
+    print(preset, "PVC:", {r: f"{e:+.1%}" for r, (e, _) in pvc.items()})
+    for lvl in ("canal_lumbar", "canal_thoracic", "canal_cervical"):
+        assert raw[lvl][0] < -0.5
+    # the remainder (body outline minus every region) collects the GTM's own errors (e.g. human: -92 %): it is
+    # a recovery-correction limit, not a kinetics one, and is left out here
+    bad = {r: e for r, (e, _) in pvc.items() if r != "remainder" and not abs(e) <= 0.10}
+    assert not bad
+    assert len(pvc) >= 10
