@@ -4,41 +4,47 @@ Every number carries a ``method`` string saying how it was obtained.
 
 Conventions
 -----------
-* Times are hours after injection. Integrals run from the injection (t = 0).
-  Before the first scan the curve is either **0 at injection**
-  (``start="zero"``: linear rise from 0, right for tissues that take the
-  tracer up) or **the first value held back to t = 0** (``start="first"``:
-  right for the injection site or CSF, full at injection); ``start="none"``
-  integrates from the first scan only.
-* Between scans: the trapezoid rule (``rule="linear"``,
-  :func:`scipy.integrate.trapezoid`) or linear-up/log-down (``rule="log-down"``:
-  decreasing segments integrated as an exponential, exact for exponential
-  clearance; the usual non-compartmental choice for sparse late scans).
-* After the last scan (tail): ``C_last / k`` with ``k`` the **physical decay
-  constant only** (``tail="physical"``: no biological clearance after the last
-  scan, an upper bound; only for physical curves) or the **fitted terminal
-  rate** (``tail="terminal"``), or no tail (``tail="none"``).
+* Times are hours after injection. Integrals run from the injection (t = 0),
+  starting at a physiological value (``start``): 0 for tissues
+  (``"zero"``), the content back-extrapolated log-linearly from the first
+  two scans for the region holding the injection (``"back"``,
+  :func:`back_extrapolate`, never above the dose), the first value held back
+  (``"first"``), a given number, or no area before the first scan
+  (``"none"``).
+* Between scans: linear-up/log-down (``rule="log-down"``, the default:
+  rising segments linear, falling ones exponential, exact for exponential
+  clearance) or the trapezoid rule (``rule="linear"``). The TIA of the
+  physical curve interpolates the decay-corrected curve this way and
+  applies physical decay exactly within each interval
+  (``decay_within_h``).
+* After the last scan (tail): ``C_last / k`` with the terminal rate, used
+  as the headline only when at least :data:`MIN_PHASE_POINTS` points define
+  the terminal phase; otherwise the lambda_z estimate (last two points) and
+  the physical-decay upper bound (``tail="physical"``) are both reported,
+  named.
 * The time-integrated activity (TIA, MBq h or %ID h) is the integral of the
-  *physical* curve; the AUC of the *decay-corrected* curve is the biological
-  exposure. Mean residence time ``MRT = AUMC / AUC`` with the same tail.
+  *physical* curve, and TIA / dose the time-integrated activity coefficient
+  (``tiac_h``, MIRD residence time); the AUC of the *decay-corrected* curve
+  is the biological exposure, and ``MRT = AUMC / AUC`` its moment ratio.
 * Effective half-life: ln 2 / terminal rate of the physical curve.
   Biological half-life: ln 2 / terminal rate of the decay-corrected curve;
   equivalently ``1/T_bio = 1/T_eff - 1/T_phys`` (reported separately).
+  Neither is given for a curve that does not decline.
 
 Terminal rate
 -------------
 :func:`terminal_rate` takes the slowest rate of the AICc-selected fit only
 when that fit may be extrapolated (:meth:`FitResult.quality_issues
 <spectrack.kinetics.fits.FitResult.quality_issues>`: converged, no parameter
-on a bound, R^2 >= 0.9, at least 2 points after the peak in the fit's
+on a bound, R^2 >= 0.9, at least 3 points after the peak in the fit's
 terminal phase). Otherwise it falls back to a log-linear fit of the last
-points after the observed peak (the non-compartmental lambda_z: the last 2
-points, or the last 3 or more with the best adjusted R^2), then to the
-chord from the peak to the only point after it; a curve that does not
-decline after its peak has no terminal rate (a physical curve then uses
-physical decay, an upper bound). Rates are never below the lower bound of
-the fits (``lambda_phys`` for physical curves). The ``method`` text of every
-number says which route was taken, and ``fit_r_squared`` /
+points after the observed peak (the non-compartmental lambda_z: the last 3
+or more with the best adjusted R^2 when it reaches 0.8, else the last 2),
+then to the chord from the peak to the only point after it; a curve that
+does not decline after its peak has no terminal rate (a physical curve then
+uses physical decay, an upper bound). Rates are never below the lower bound
+of the fits (``lambda_phys`` for physical curves). The ``method`` text of
+every number says which route was taken, and ``fit_r_squared`` /
 ``terminal_points`` rows report the quality behind it.
 """
 
