@@ -16,7 +16,7 @@ from .io_utils import atomic_path, atomic_write_text
 from .load.model import Series, Study
 from .settings import Settings
 
-__all__ = ["run_study", "StudyResult", "describe_study", "Cancelled", "STAGES"]
+__all__ = ["run_study", "StudyResult", "describe_study", "Cancelled", "STAGES", "injected_regions"]
 
 STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
 
@@ -118,6 +118,44 @@ def _add_intervals(table, study, details, settings, notes):
     return add_pct_id_intervals(table, [tp.emission.image for tp in study.timepoints], details.labels_per_timepoint,
                                 counts_per_mbq=counts_per_mbq, calibration_cv=settings.calibration_cv,
                                 n_draws=settings.uncertainty_draws, seed=settings.seed)
+
+
+def injected_regions(label_map, setting: str | None = None) -> tuple[list[str], str]:
+    """The regions that hold the injection at t = 0, and how they were found.
+
+    ``setting`` (comma-separated names) wins; otherwise the ``injection_site``
+    region and the region it lies in (the region, canal levels first, with
+    the most voxels touching it). Without either, no region: every curve
+    then starts at 0 at injection.
+    """
+    import numpy as np
+    from scipy.ndimage import binary_dilation
+
+    from .regions.vocabulary import CANAL_LEVELS
+
+    names = {int(k): str(v) for k, v in label_map.names.items()}
+    if setting:
+        want = [n.strip() for n in str(setting).split(",") if n.strip()]
+        unknown = [n for n in want if n not in names.values()]
+        if unknown:
+            raise InputError(f"--injected-region {', '.join(unknown)}: no such region; the regions are "
+                             f"{', '.join(sorted(names.values()))}")
+        return want, "given (--injected-region)"
+    site = [k for k, v in names.items() if v == "injection_site"]
+    if not site:
+        return [], ("no injection_site region: every region starts at 0 at injection (give --injected-region "
+                    "for the region holding the injection)")
+    lab = np.asarray(label_map.image.array)
+    m = lab == site[0]
+    if not m.any():
+        return ["injection_site"], "injection_site region (it has no voxel, so its neighbour is unknown)"
+    shell = binary_dilation(m, iterations=2) & ~m
+    counts = {names[int(v)]: int(c) for v, c in zip(*np.unique(lab[shell], return_counts=True))
+              if int(v) in names and names[int(v)] not in ("injection_site", "remainder")}
+    around = sorted(counts, key=lambda n: (n not in CANAL_LEVELS, -counts[n]))
+    if not around:
+        return ["injection_site"], "injection_site region (no region touches it)"
+    return ["injection_site", around[0]], f"injection_site and the region it lies in ({around[0]})"
 
 
 def run_study(
@@ -327,8 +365,16 @@ def run_study(
     if n_tp >= 3:
         from .kinetics import analyse_kinetics
 
-        # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number
-        kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=("pct_id",))
+        lab0 = details.labels_per_timepoint[min(max(reference, 0), n_tp - 1)]
+        inj, inj_txt = injected_regions(lab0, settings.injected_region)
+        kin_notes.append("integrals start at 0 at injection for every region"
+                         + (f" but {', '.join(inj)} (and groups holding them), which start at the content "
+                            f"back-extrapolated from the first two scans: {inj_txt}" if inj else f": {inj_txt}"))
+        # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number; with
+        # recovery correction the corrected curves get their own kinetics (quantity pct_id_pvc)
+        quantities = ("pct_id", "pct_id_pvc") if "pct_id_pvc" in table else ("pct_id",)
+        kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=quantities,
+                               injected_regions=inj)
     else:
         kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
     label_map0 = lab[0] if isinstance(lab, list) else lab

@@ -89,6 +89,9 @@ class Settings:
     pvc: bool = _opt(False, "GTM recovery (partial-volume) correction.")
     psf_fwhm_mm: float | None = _opt(None, "Reconstructed system resolution FWHM (mm) for --pvc.",
                                      shown="species preset")
+    injected_region: str | None = _opt(
+        None, "Region(s) holding the injection, comma-separated: their kinetics integrals start at the "
+        "back-extrapolated content instead of 0.", shown="injection_site and the region around it")
     calibration_cv: float = _opt(0.027, "Calibration coefficient of variation for the intervals.")
     uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
     seed: int = _opt(0, "Random seed of the Monte Carlo intervals.")

@@ -192,7 +192,10 @@ def test_mip_head_up_and_outlines():
 
 def test_fit_curve_and_log_axis(rat):
     fits = rat["result"].kinetics.fits
-    row = fits[fits.selected & (fits.quantity == "pct_id") & (fits.correction == "decay_corrected")].iloc[0]
+    # four scans: AICc is undefined even for the mono-exponential (n <= K + 1 = 4), so no model is chosen
+    assert not fits.selected.any()
+    assert fits.selection_reason.str.contains(r"mono: AICc undefined \(n=4 <= K\+1=4\)").all()
+    row = fits[fits.converged & (fits.quantity == "pct_id") & (fits.correction == "decay_corrected")].iloc[0]
     f = fit_curve(row.to_dict())
     t = np.array([0.5, 3.0])
     from spectrack.kinetics.fits import MODELS, model_function

@@ -1,10 +1,11 @@
 """Kinetics: time-activity curves, fits, integrals, recovery correction, uncertainty.
 
 * :mod:`~spectrack.kinetics.tac`: curves per region from the quantification table;
-* :mod:`~spectrack.kinetics.fits`: mono-, bi-exponential and uptake-washout fits,
-  model choice by AICc;
-* :mod:`~spectrack.kinetics.auc`: AUC / time-integrated activity, Cmax, Tmax,
-  half-lives, mean residence time;
+* :mod:`~spectrack.kinetics.fits`: mono-, bi-exponential, uptake-washout and
+  transit (delayed arrival) fits, model choice by AICc (simplest model within
+  2 units, R^2 >= 0.9);
+* :mod:`~spectrack.kinetics.auc`: AUC / time-integrated activity (TIA) and its
+  coefficient (MIRD residence time), Cmax, Tmax, half-lives, MRT;
 * :mod:`~spectrack.kinetics.recovery`: recovery coefficients and the geometric
   transfer matrix (partial-volume correction);
 * :mod:`~spectrack.kinetics.uncertainty`: Monte Carlo intervals on %ID and on
@@ -16,6 +17,7 @@ from .auc import (
     KineticsResult,
     KineticSummary,
     analyse_kinetics,
+    back_extrapolate,
     biological_half_life_h,
     effective_from_biological_h,
     effective_half_life_h,
@@ -24,7 +26,7 @@ from .auc import (
     peak,
     tac_metrics,
 )
-from .fits import MODELS, FitResult, ModelSelection, fit_models, fit_tac, fits_to_frame, model_function
+from .fits import DEFAULT_MODELS, MODELS, FitResult, ModelSelection, fit_models, fit_tac, fits_to_frame, model_function
 from .recovery import (
     FWHM_PRESETS_MM,
     GTMResult,
@@ -50,8 +52,8 @@ from .uncertainty import (
 
 __all__ = [
     "QUANTITIES", "TAC", "get_tac", "time_activity_curves",
-    "MODELS", "FitResult", "ModelSelection", "fit_models", "fit_tac", "fits_to_frame", "model_function",
-    "Integral", "KineticSummary", "KineticsResult", "analyse_kinetics", "integrate_tac", "integrate_fit", "peak",
+    "DEFAULT_MODELS", "MODELS", "FitResult", "ModelSelection", "fit_models", "fit_tac", "fits_to_frame", "model_function",
+    "Integral", "KineticSummary", "KineticsResult", "analyse_kinetics", "back_extrapolate", "integrate_tac", "integrate_fit", "peak",
     "effective_half_life_h", "biological_half_life_h", "effective_from_biological_h", "tac_metrics",
     "FWHM_PRESETS_MM", "GTMResult", "add_gtm_correction", "cylinder_rc", "sphere_rc", "default_fwhm_mm",
     "gtm_correct", "gtm_matrix", "measure_fwhm", "sigma_voxels",

@@ -8,7 +8,18 @@ name               formula                                     parameters
 ``mono``           ``A exp(-k t)``                             A, k
 ``bi``             ``A1 exp(-k1 t) + A2 exp(-k2 t)``           A1, k1, A2, k2
 ``uptake_washout`` ``A (exp(-k2 t) - exp(-k1 t))``             A, k1, k2
+``transit``        ``A t^a exp(-k t)``                         A, a, k
 =================  ==========================================  ==================
+
+``transit`` follows *delayed* arrival: it is the content of the last of a
+chain of equal first-order transit compartments fed by a bolus (Erlang /
+gamma-variate shape; ``a`` = number of upstream compartments, not
+necessarily an integer; Savic et al., J Pharmacokinet Pharmacodyn 2007).
+With ``a > 1`` it starts flat and rises late, as the brain and the liver do
+after an intrathecal dose; ``a = 0`` is ``mono``. It has three parameters,
+so AICc can compare it with six scans, which a lagged uptake-washout (four
+parameters) could not. Its terminal rate is ``k``, reached only when
+``a / t`` is small against ``k``.
 
 Ordering is enforced, not left to chance: ``k1 >= k2`` in ``bi`` (component 1
 is the fast one) and in ``uptake_washout`` (``k1`` is the uptake rate, ``k2``
@@ -65,11 +76,20 @@ parameter standard errors from the covariance, and the information criteria
 ``AIC = n ln(WRSS / n) + 2 K``, ``AICc = AIC + 2 K (K + 1) / (n - K - 1)``,
 
 with ``K = p + 1`` (the p model parameters plus the residual variance;
-Burnham & Anderson 2002). AICc is undefined (NaN) when ``n <= K + 1``;
-:func:`fit_models` then compares all candidates by AIC and says so.
+Burnham & Anderson 2002). AICc is undefined (NaN) when ``n <= K + 1``.
+
+Model choice (:func:`fit_models`)
+---------------------------------
+Only fits that converged, whose AICc is defined (``n > K + 1``: with six
+scans the four-parameter bi-exponential is not a candidate) and whose
+``R^2 >= 0.9`` are compared; among them the model with the fewest
+parameters within ``delta-AICc <= 2`` of the lowest AICc is chosen (the
+simpler model is preferred when the data cannot tell them apart; Burnham &
+Anderson 2002). When no fit qualifies, no model is chosen: a curve is then
+neither drawn with a fitted line nor integrated or extrapolated by a model.
 
 :meth:`FitResult.quality_issues` says whether a fit may be extrapolated
-(converged, no parameter on a bound, ``R^2 >= 0.9``, at least 2 points after
+(converged, no parameter on a bound, ``R^2 >= 0.9``, at least 3 points after
 the peak in the fit's terminal phase); :mod:`spectrack.kinetics.auc` uses its
 terminal rate only then.
 """
@@ -87,7 +107,13 @@ from scipy.optimize import OptimizeWarning, curve_fit
 #: defaults of :meth:`FitResult.quality_issues`: minimum R^2, minimum number of points after the peak in
 #: the terminal phase, and the largest share of the faster exponential at a terminal-phase point
 MIN_R_SQUARED = 0.9
-MIN_TERMINAL_POINTS = 2
+MIN_TERMINAL_POINTS = 3
+#: models within this AICc of the lowest count as equally supported; the simplest of them is chosen
+DELTA_AICC = 2.0
+#: upper bound of the shape ``a`` of the transit model (a chain of at most 20 compartments)
+_MAX_SHAPE = 20.0
+#: trial shapes of the transit model's starting-value grid
+_SHAPE_GRID = np.r_[np.linspace(0.25, 3.0, 12), np.linspace(3.5, 10.0, 14)]
 FAST_SHARE = 0.1
 #: hard upper bound on rates (1/h): a half-time under 3 s is not resolvable by imaging
 _MAX_RATE_PER_H = 1000.0
@@ -108,6 +134,8 @@ _MAX_NFEV_PER_PARAM = 100
 
 __all__ = [
     "MODELS",
+    "DEFAULT_MODELS",
+    "DELTA_AICC",
     "FitResult",
     "ModelSelection",
     "fit_tac",
@@ -193,6 +221,23 @@ def _uw_external(q):
     return np.array([a, k2 + dk, k2]), np.array([[1 / dk, 0, -a / dk], [0, 1, 1], [0, 1, 0]], float)
 
 
+def _logt(t):
+    t = np.asarray(t, dtype=float)
+    return np.log(np.where(t > 0, t, 1.0))
+
+
+def _tr(t, a_, shape, k):
+    t = np.asarray(t, dtype=float)
+    base = np.where(t > 0, np.exp(shape * _logt(t) - k * t), 1.0 if shape == 0 else 0.0)
+    return a_ * base
+
+
+def _tr_jac(t, a_, shape, k):
+    t = np.asarray(t, dtype=float)
+    e = _tr(t, 1.0, shape, k)
+    return np.stack([e, a_ * e * _logt(t), -a_ * t * e], axis=-1)
+
+
 MODELS: dict[str, _Model] = {
     "mono": _Model("mono", "A*exp(-k*t)", ("A", "k"), ("A", "k"), ("k",),
                    _linear(np.eye(2)), _mono, _mono_jac, (False, True), (True, False)),
@@ -205,7 +250,12 @@ MODELS: dict[str, _Model] = {
     "uptake_washout": _Model("uptake_washout", "A*(exp(-k2*t) - exp(-k1*t)), k1 >= k2", ("A", "k1", "k2"),
                              ("B", "k2", "dk"), ("k1", "k2"), _uw_external,
                              _uw, _uw_jac, (False, True, False), (True, False, False)),
+    "transit": _Model("transit", "A*t^a*exp(-k*t), a >= 0", ("A", "a", "k"), ("A", "a", "k"), ("k",),
+                      _linear(np.eye(3)), _tr, _tr_jac, (False, False, True), (True, False, False)),
 }
+
+#: candidate models of :func:`fit_models` (in order of complexity, then name)
+DEFAULT_MODELS: tuple[str, ...] = ("mono", "uptake_washout", "transit", "bi")
 
 
 def model_function(name: str, params: dict) -> Callable[[np.ndarray], np.ndarray]:
@@ -226,6 +276,8 @@ def model_function(name: str, params: dict) -> Callable[[np.ndarray], np.ndarray
         # exp(-k2 t) (1 - exp(-(k1 - k2) t)): no cancellation when k1 is close to k2
         return lambda t: -params["A"] * np.exp(-params["k2"] * np.asarray(t, float)) * np.expm1(
             -(params["k1"] - params["k2"]) * np.asarray(t, float))
+    if name == "transit":
+        return lambda t: _tr(np.asarray(t, float), params["A"], params["a"], params["k"])
     raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
@@ -284,14 +336,14 @@ class FitResult:
             return math.nan
         if self._slow_vanished():
             return float(self.params["k1"])
-        return float(self.params["k"] if self.model == "mono" else self.params["k2"])
+        return float(self.params["k" if self.model in ("mono", "transit") else "k2"])
 
     @property
     def terminal_rate_stderr(self) -> float:
         """Standard error of :attr:`terminal_rate_per_h`."""
         if self._slow_vanished():
             return float(self.stderr.get("k1", math.nan))
-        return float(self.stderr.get("k" if self.model == "mono" else "k2", math.nan))
+        return float(self.stderr.get("k" if self.model in ("mono", "transit") else "k2", math.nan))
 
     @property
     def terminal_half_life_h(self) -> float:
@@ -305,8 +357,10 @@ class FitResult:
         A point counts when the faster exponential contributes at most
         ``share`` of the slowest one there (``A1 exp(-k1 t) <= share A2
         exp(-k2 t)`` for ``bi``, ``exp(-(k1 - k2) t) <= share`` for
-        ``uptake_washout``; every point after the peak for ``mono``). The
-        terminal rate is only supported by the data when such points exist.
+        ``uptake_washout``, ``a / t <= share k`` (the local log-slope
+        ``k - a/t`` within ``share`` of ``k``) for ``transit``; every point
+        after the peak for ``mono``). The terminal rate is only supported by
+        the data when such points exist.
         """
         if not self.converged or self.time_h.size == 0:
             return 0
@@ -316,6 +370,9 @@ class FitResult:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.model == "mono" or self._slow_vanished():
                 frac = np.zeros(t.size)
+            elif self.model == "transit":
+                frac = np.where(p["k"] > 0, p["a"] / np.where(t > 0, t, np.nan) / p["k"], np.inf)
+                frac = np.where(np.isfinite(frac), frac, np.inf)
             elif self.model == "bi":
                 frac = np.where(p["A2"] > 0, p["A1"] * np.exp(-(p["k1"] - p["k2"]) * t) / p["A2"], np.inf)
             else:
@@ -438,6 +495,27 @@ def _grid_starts(model: str, t: np.ndarray, y: np.ndarray, w: np.ndarray, K: np.
         mins = _local_minima(c_mono, limit, c_zero)
         return [np.array([a_mono[i], K[i]]) for (i,) in mins
                 if c_mono[i] <= _START_COST_RATIO * c_mono[mins[0][0]]]
+    if model == "transit":
+        # basis t^a exp(-k t) on a (shape, rate) grid; one non-negative amplitude each
+        S = _SHAPE_GRID
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            B = np.exp(S[:, None, None] * _logt(t)[None, None, :] - K[None, :, None] * t[None, None, :])
+            B = np.where(t[None, None, :] > 0, B, 0.0) * w
+            bb = np.einsum("ski,ski->sk", B, B)
+            amp = np.where(bb > 0, np.maximum(np.einsum("ski,i->sk", B, yw) / np.where(bb > 0, bb, 1.0), 0.0), 0.0)
+            r = yw[None, None, :] - amp[..., None] * B
+            cost = np.where(np.isfinite(amp), np.einsum("ski,ski->sk", r, r), np.inf)
+        out = []
+        mins = _local_minima(cost, limit, c_zero)
+        for i, j in mins:
+            if cost[i, j] > _START_COST_RATIO * cost[mins[0]]:
+                break
+            out.append(np.array([amp[i, j], S[i], K[j]]))
+        # the mono-exponential (a = 0) as a start too: transit is then never worse than mono
+        mm = _local_minima(c_mono, 1, c_zero)
+        if mm:
+            out.append(np.array([a_mono[mm[0][0]], 0.0, K[mm[0][0]]]))
+        return out
     G = K.size
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if model == "bi":
@@ -485,7 +563,7 @@ def _external_to_internal(model: str, p0) -> np.ndarray:
         ext = np.asarray(p0, dtype=float).ravel()
         if ext.size != len(m.param_names):
             raise ValueError(f"p0 for {model} needs {len(m.param_names)} values ({', '.join(m.param_names)})")
-    if model == "mono":
+    if model in ("mono", "transit"):
         return ext
     if model == "bi":   # (A1, k1, A2, k2) -> (A1, A2, k2, dk); put the faster component first
         a1, k1, a2, k2 = ext
@@ -623,7 +701,8 @@ def fit_tac(
     lb = np.array([lo if r else 0.0 for r in m.internal_is_rate])
     if model == "uptake_washout":   # keep A = B / dk finite
         lb[2] = _DK_MIN_REL / max(float(t.max()), 1e-9)
-    ub = np.array([k_hi if (r or name == "dk") else np.inf for r, name in zip(m.internal_is_rate, m.internal_names)])
+    ub = np.array([k_hi if (r or name == "dk") else (_MAX_SHAPE if name == "a" else np.inf)
+                   for r, name in zip(m.internal_is_rate, m.internal_names)])
     starts = _grid_starts(model, t, ys, w, K, _N_STARTS)
     if p0 is not None:
         q = _external_to_internal(model, p0)
@@ -731,7 +810,8 @@ def fit_tac(
         elif v - lb[j] <= 1e-6 * max(abs(lb[j]), typical):
             at_bound.append("k1=k2" if name == "dk" else f"{name}={lb[j]:.6g}")
         elif np.isfinite(ub[j]) and v >= ub[j] * (1 - 1e-6):
-            at_bound.append(f"{'k1-k2' if name == 'dk' else name}>={ub[j]:.6g} (unresolved fast phase)")
+            at_bound.append(f"a>={ub[j]:.6g}" if name == "a" else
+                            f"{'k1-k2' if name == 'dk' else name}>={ub[j]:.6g} (unresolved fast phase)")
     params = {k: float(v) for k, v in zip(m.param_names, ext)}
     stderr = {k: float(v) for k, v in zip(m.param_names, se)}
     return FitResult(model, m.formula, params, stderr, n, p, wrss, r2, aic, aicc, converged,
@@ -744,30 +824,33 @@ def fit_tac(
 class ModelSelection:
     """Several models fitted to one curve, and the one chosen.
 
-    ``criterion`` is ``"AICc"`` when it is defined for every usable candidate,
-    otherwise ``"AIC"``; ``reason`` says why.
+    ``criterion`` is ``"AICc"``; ``compared`` the fits that competed
+    (converged, AICc defined, ``R^2 >= min_r_squared``); ``best`` is None
+    when none did; ``reason`` says why the choice fell as it did and why any
+    model was left out.
     """
 
     fits: list[FitResult]
     best: FitResult | None
     criterion: str
     reason: str
+    compared: list[FitResult] = field(default_factory=list)
 
     def to_frame(self):
-        """One row per candidate, with ``delta`` (criterion minus the best),
-        Akaike ``weight`` and ``selected``."""
+        """One row per candidate, with ``compared``, ``delta`` (AICc minus the lowest compared),
+        Akaike ``weight`` (over the compared fits), ``selected`` and ``selection_reason``."""
         import pandas as pd
 
+        ids = {id(f) for f in self.compared}
+        vals = [f.aicc for f in self.compared]
+        vmin = min(vals) if vals else math.nan
+        wsum = sum(math.exp(-0.5 * (v - vmin)) for v in vals) if vals else math.nan
         rows = []
-        vals = [(f.aicc if self.criterion == "AICc" else f.aic) for f in self.fits]
-        usable = [v for f, v in zip(self.fits, vals) if _usable(f) and np.isfinite(v)]
-        vmin = min(usable) if usable else math.nan
-        wsum = sum(math.exp(-0.5 * (v - vmin)) for v in usable) if usable else math.nan
-        for f, v in zip(self.fits, vals):
+        for f in self.fits:
             d = f.to_dict()
-            ok = _usable(f) and np.isfinite(v)
-            d.update(criterion=self.criterion, delta=v - vmin if ok else math.nan,
-                     weight=math.exp(-0.5 * (v - vmin)) / wsum if ok else 0.0,
+            ok = id(f) in ids
+            d.update(criterion=self.criterion, compared=ok, delta=f.aicc - vmin if ok else math.nan,
+                     weight=math.exp(-0.5 * (f.aicc - vmin)) / wsum if ok else 0.0,
                      selected=f is self.best, selection_reason=self.reason)
             rows.append(d)
         return pd.DataFrame(rows)
@@ -777,32 +860,56 @@ def _usable(f: FitResult) -> bool:
     return f.converged and f.dof > 0
 
 
-def fit_models(time_h, values, models: Sequence[str] = ("mono", "bi", "uptake_washout"), **kwargs) -> ModelSelection:
-    """Fit several models and choose one by AICc (AIC when AICc is undefined).
+def fit_models(time_h, values, models: Sequence[str] = DEFAULT_MODELS, *, min_r_squared: float = MIN_R_SQUARED,
+               delta_aicc: float = DELTA_AICC, **kwargs) -> ModelSelection:
+    """Fit several models and choose the simplest one the data support, by AICc.
 
-    Only converged fits with ``n > p`` compete. If AICc is undefined (``n <=
-    p + 2``) for any competitor, every competitor is compared by AIC instead,
-    and ``reason`` names the models that forced it.
+    A fit competes only when it converged, its AICc is defined (``n > K +
+    1`` with ``K`` = parameters + 1; AIC is never used in its place) and its
+    ``R^2 >= min_r_squared``. Among the competitors, those within
+    ``delta_aicc`` of the lowest AICc are equally supported, and the one with
+    the fewest parameters is chosen (ties: lower AICc). No model is chosen
+    when none competes.
 
     Parameters
     ----------
     time_h, values : array_like
     models : sequence of str
+        Candidates (default :data:`DEFAULT_MODELS`).
+    min_r_squared : float
+        Fits below this unweighted R^2 are never chosen.
+    delta_aicc : float
+        Support margin (2, Burnham & Anderson 2002).
     **kwargs
         Passed to :func:`fit_tac`.
+
+    Examples
+    --------
+    >>> t = np.array([0.5, 1, 2, 4, 6, 24.0])
+    >>> sel = fit_models(t, 10 * np.exp(-0.3 * t) * (1 + 0.01 * np.cos(t)), weighting="relative")
+    >>> sel.best.model, [f.model for f in sel.compared]
+    ('mono', ['mono', 'uptake_washout', 'transit'])
     """
     fits = [fit_tac(time_h, values, name, **kwargs) for name in models]
-    cands = [f for f in fits if _usable(f)]
-    if not cands:
-        return ModelSelection(fits, None, "AICc", "no model converged with residual degrees of freedom")
-    no_aicc = [f for f in cands if not np.isfinite(f.aicc)]
-    if no_aicc:
-        crit = "AIC"
-        reason = "AIC: AICc undefined (n <= p + 2) for " + ", ".join(f"{f.model} (n={f.n}, p={f.n_params})"
-                                                                      for f in no_aicc)
-        best = min(cands, key=lambda f: f.aic)
-    else:
-        crit = "AICc"
+    compared, left_out = [], []
+    for f in fits:
+        if not f.converged:
+            left_out.append(f"{f.model}: not converged")
+        elif not np.isfinite(f.aicc):
+            left_out.append(f"{f.model}: AICc undefined (n={f.n} <= K+1={f.n_params + 2})")
+        elif not f.r_squared >= min_r_squared:
+            left_out.append(f"{f.model}: R^2 = {f.r_squared:.3g} < {min_r_squared:g}")
+        else:
+            compared.append(f)
+    out_txt = ("; not compared: " + "; ".join(left_out)) if left_out else ""
+    if not compared:
+        return ModelSelection(fits, None, "AICc", "no model chosen" + (out_txt or ": no candidate"), [])
+    low = min(compared, key=lambda f: f.aicc)
+    near = [f for f in compared if f.aicc - low.aicc <= delta_aicc]
+    best = min(near, key=lambda f: (f.n_params, f.aicc))
+    if best is low:
         reason = "lowest AICc"
-        best = min(cands, key=lambda f: f.aicc)
-    return ModelSelection(fits, best, crit, reason)
+    else:
+        reason = (f"simplest model within delta-AICc {delta_aicc:g} of the lowest ({low.model}, "
+                  f"delta {best.aicc - low.aicc:.2f})")
+    return ModelSelection(fits, best, "AICc", reason + out_txt, compared)

@@ -128,7 +128,9 @@ def fit_curve(row: dict):
     return model_function(model, params)
 
 
-_MODEL_TEXT = {"mono": "mono-exp.", "bi": "bi-exp.", "uptake_washout": "uptake-washout"}
+_MODEL_TEXT = {"mono": "mono-exp.", "bi": "bi-exp.", "uptake_washout": "uptake-washout", "transit": "transit"}
+#: fits below this R^2 are not drawn
+MIN_R_SQUARED_DRAWN = 0.9
 
 
 def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = False, ncols: int = 4):
@@ -198,6 +200,11 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
                 drawn["pvc"] = True
                 positive += [v for v in yp if np.isfinite(v) and v > 0]
         row = _selected_fit(fits, region)
+        try:   # a fit with R^2 < 0.9 is never drawn (spectrack.kinetics.fits never selects one either)
+            if row is not None and not float(row.get("r_squared")) >= MIN_R_SQUARED_DRAWN:
+                row = None
+        except (TypeError, ValueError):
+            row = None
         f = fit_curve(row) if row is not None else None
         if f is not None and t.size:
             tt = np.linspace(0.0, tmax * 1.02, 400)

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from .tables import MASS_BALANCE_TOL_PCT, inputs_summary, kinetics_summary, mass_balance, ordered_rows
+from .tables import (MASS_BALANCE_TOL_PCT, METHOD_SENTENCES, inputs_summary, kinetics_summary, mass_balance,
+                     ordered_rows)
 
 __all__ = ["render_html", "fmt", "fmt_pct"]
 
@@ -350,8 +351,9 @@ def _tac_section(data, figures: dict, tac_names: dict) -> str:
     out.append("<p class='note'>%ID decay-corrected to injection, one panel per region"
                + ("; error bars: 95 % intervals" if {"pct_id_lo", "pct_id_hi"} <= set(data.table.columns) else
                   "; no intervals computed")
-               + ("; red line: the model selected for the decay-corrected %ID curve (AICc, or AIC when AICc is "
-                  "undefined), with its R²" if has_fit else "; no fitted curves (kinetics not available)")
+               + ("; red line: the model selected for the decay-corrected %ID curve (the simplest within 2 AICc "
+                  "units among those with AICc defined and R² ≥ 0.9), with its R²; no line when no model "
+                  "qualifies" if has_fit else "; no fitted curves (kinetics not available)")
                + ". Thyroid, stomach and salivary glands take up free pertechnetate: rising values there mean "
                  "label coming off.</p>")
     if notes:
@@ -369,25 +371,31 @@ def _kinetics_section(data) -> str:
                                                       "not computed for these results") + ".</p>")
         return "\n".join(out)
     summ = kinetics_summary(data.metrics, data.fits)
+    out.append("<p class='note'><b>Methods.</b></p><ul class='note'>"
+               + "".join(f"<li><b>{e(a)}</b>: {e(b)}</li>" for a, b in METHOD_SENTENCES) + "</ul>")
     if summ:
-        cols = [c for c in summ[0] if c not in ("region", "model", "quality")]
+        cols = [c for c in summ[0] if c not in ("region", "model", "quality", "flags")]
         has_q = any(r["quality"] for r in summ)
+        has_f = any(r.get("flags") for r in summ)
         rows = [[e(r["region"]), e(str(r["model"]))] + [fmt(r[c], 4) for c in cols]
-                + ([f"<span class='src'>{e(r['quality'])}</span>"] if has_q else []) for r in summ]
+                + ([f"<span class='src'>{e(r['quality'])}</span>"] if has_q else [])
+                + ([f"<span class='src'>{e(r.get('flags', ''))}</span>"] if has_f else []) for r in summ]
         tail = "AUC tail share"
         classes = ["flag" if _finite(r.get(tail)) and float(r[tail]) > TAIL_FLAG else "" for r in summ]
         n_flag = sum(1 for c in classes if c)
         out.append("<p class='note'>%ID curves. Cmax, Tmax, AUC, MRT and T½ biological from the decay-corrected "
                    "curve; T½ effective and the time-integrated activity (TIA) from the physical curve. Every "
                    "number's method is in the per-region tables below and in <code>kinetics.csv</code>. "
-                   "— : not estimable (the method says why, e.g. no decline after the peak)."
+                   "— : not estimable or withheld (the method says why, e.g. no decline after the peak, or an "
+                   "area beyond the physically possible). TIAC: time-integrated activity coefficient (MIRD "
+                   "residence time). Flags: why a value is an estimate, a bound or withheld."
                    + (" Fit check: 'ok', or why the fit is not used to extrapolate." if has_q else "")
                    + (f" <span class='bad'>{n_flag} region(s) flagged</span>: more than {TAIL_FLAG:.0%} of the AUC "
                       "is extrapolated beyond the last scan, so AUC, MRT and the half-lives rest on the fitted "
                       "terminal rate rather than on data (a common non-compartmental rule of thumb)."
                       if n_flag else "") + "</p>")
-        out.append(_table(["region", "selected model"] + [e(c) for c in cols] + (["fit check"] if has_q else []),
-                          rows, left=2, row_classes=classes))
+        out.append(_table(["region", "selected model"] + [e(c) for c in cols] + (["fit check"] if has_q else [])
+                          + (["flags"] if has_f else []), rows, left=2, row_classes=classes))
     m = data.metrics
     fits = data.fits
     for region in dict.fromkeys(m["region"].astype(str)):

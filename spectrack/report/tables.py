@@ -6,7 +6,8 @@ import hashlib
 import math
 from pathlib import PurePath
 
-__all__ = ["MASS_BALANCE_TOL_PCT", "mass_balance", "ordered_rows", "kinetics_summary", "inputs_summary"]
+__all__ = ["MASS_BALANCE_TOL_PCT", "mass_balance", "ordered_rows", "kinetics_summary", "inputs_summary",
+           "METHOD_SENTENCES"]
 
 #: A time point is flagged when the regions plus outside_regions differ from the
 #: field of view by more than this percentage of the field of view.
@@ -80,21 +81,75 @@ SUMMARY_METRICS = (
     ("t_bio_h", "decay_corrected", "T½ biological (h)"),
     ("t_eff_h", "physical", "T½ effective (h)"),
     ("tia", "physical", "TIA 0–∞ (%ID·h)"),
+    ("tia_upper_bound", "physical", "TIA upper bound (%ID·h)"),
+    ("tiac_h", "physical", "TIAC (h)"),
+)
+#: the same for the recovery-corrected curves (quantity ``pct_id_pvc``), when present
+SUMMARY_METRICS_PVC = (
+    ("tia", "physical", "TIA PVC (%ID·h)"),
+    ("tiac_h", "physical", "TIAC PVC (h)"),
+    ("t_bio_h", "decay_corrected", "T½ biological PVC (h)"),
+)
+
+#: one sentence per method, for the report (a pharmacologist's reading of spectrack.kinetics)
+METHOD_SENTENCES = (
+    ("Between scans", "each interval is integrated linear-up/log-down on the decay-corrected %ID: straight lines "
+     "where the curve rises, exponentials where it falls, with physical decay applied exactly inside each "
+     "interval for the time-integrated activity (TIA)."),
+    ("Before the first scan", "tissues start at 0 %ID at injection; the region holding the injection starts at "
+     "its content back-extrapolated from the first two scans (never above 100 %ID)."),
+    ("After the last scan", "the curve is extended with its terminal rate only when at least 3 points after the "
+     "peak define the terminal phase (a model or a log-linear regression); otherwise the TIA is a lambda_z "
+     "estimate from the last two points, and the upper bound (no clearance after the last scan, physical "
+     "decay only) is given beside it."),
+    ("Model choice", "mono-exponential, uptake-washout, transit (delayed arrival through a chain of compartments, "
+     "A·t^a·e^(−kt)) and bi-exponential models compete only when AICc is defined for them (more scans than "
+     "parameters + 2) and they describe the data (R² ≥ 0.9); the simplest model within 2 AICc units of the "
+     "best is chosen, and a region with no such model gets no fitted line."),
+    ("Half-lives", "T½ biological is ln 2 over the terminal rate of the decay-corrected curve and T½ effective "
+     "that of the physical curve; neither is given when the curve never declines (or clears no faster than "
+     "physical decay), because they are then not measured."),
+    ("MRT", "the mean residence time is the moment ratio AUMC/AUC of the decay-corrected curve, the average "
+     "time a molecule of drug spends in the region."),
+    ("TIAC", "the time-integrated activity coefficient (MIRD residence time, h) is the TIA divided by the "
+     "injected activity: the hours the whole injected activity would have to sit in the region to give the "
+     "same number of decays."),
+    ("Guards", "areas larger than physically possible (100 %ID × the integral of physical decay, i.e. the "
+     "whole dose staying in the region forever) are withheld and flagged."),
+    ("Recovery correction", "with --pvc every number is also computed on the recovery-corrected (GTM) curves "
+     "(quantity pct_id_pvc in kinetics.csv)."),
 )
 
 
+def _metric_row(d, metric, corr):
+    v = d[(d["metric"] == metric) & (d["correction"] == corr)]["value"]
+    return float(v.iloc[0]) if len(v) else math.nan
+
+
 def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]:
-    """One dict per region: selected model and the key numbers of :data:`SUMMARY_METRICS`."""
+    """One dict per region: selected model and the key numbers of :data:`SUMMARY_METRICS`
+    (and :data:`SUMMARY_METRICS_PVC` when the metrics hold the recovery-corrected curves)."""
     if metrics is None or len(metrics) == 0:
         return []
-    m = metrics[metrics["quantity"].astype(str) == quantity] if "quantity" in metrics else metrics
+    has_q = "quantity" in metrics
+    m = metrics[metrics["quantity"].astype(str) == quantity] if has_q else metrics
+    pvc = metrics[metrics["quantity"].astype(str) == quantity + "_pvc"] if has_q else m.iloc[:0]
     out = []
     for region in dict.fromkeys(m["region"].astype(str)):
         d = m[m["region"].astype(str) == region]
         row: dict = {"region": region}
         for metric, corr, title in SUMMARY_METRICS:
-            v = d[(d["metric"] == metric) & (d["correction"] == corr)]["value"]
-            row[title] = float(v.iloc[0]) if len(v) else math.nan
+            row[title] = _metric_row(d, metric, corr)
+        if len(pvc):
+            dp = pvc[pvc["region"].astype(str) == region]
+            for metric, corr, title in SUMMARY_METRICS_PVC:
+                row[title] = _metric_row(dp, metric, corr)
+        flags = []
+        if "flag" in d:
+            for fl in d["flag"].dropna().astype(str):
+                if fl and fl not in flags:
+                    flags.append(fl)
+        row["flags"] = "; ".join(flags)
         row["model"] = "—"
         row["quality"] = ""
         if fits is not None and len(fits):
