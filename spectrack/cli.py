@@ -394,6 +394,9 @@ def phantom(
     units: str = typer.Option("counts", help="counts | bqml."),
     psf_fwhm_mm: float = typer.Option(0.0, help="Gaussian PSF FWHM (mm); 0 = none."),
     noise: bool = typer.Option(False, "--noise/--no-noise", help="Poisson noise on counts."),
+    acquisition: str = typer.Option("exact", help="exact (ideal image, optional Gaussian blur and noise) | "
+                                                  "realistic (projection with attenuation and collimator blur, "
+                                                  "noise on the projections, OSEM)."),
 ):
     """Write a digital phantom study (DICOM export, NIfTI study, labels, exact truth)."""
     from .phantom import make_study
@@ -403,8 +406,34 @@ def phantom(
         raise typer.BadParameter(f"must be one of {', '.join(SPECIES)}, got {preset!r}", param_hint="'--preset'")
     if units not in ("counts", "bqml"):
         raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
-    make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise)
+    if acquisition not in ("exact", "realistic"):
+        raise typer.BadParameter(f"must be exact or realistic, got {acquisition!r}", param_hint="'--acquisition'")
+    make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise,
+               acquisition=acquisition)
     _say(f"wrote phantom study to {out} (truth in {out / 'truth.json'})")
+
+
+@app.command()
+def resolution(
+    image: Path = typer.Argument(..., help="Reconstructed image of a point or line source (DICOM or NIfTI), "
+                                           "reconstructed like the study."),
+    out: Path = typer.Option(..., "--out", "-o", help="Resolution file to write (JSON), for quantify "
+                                                      "--pvc --resolution."),
+    source: str = typer.Option("point", help="point | line."),
+    line_axis: Optional[str] = typer.Option(None, help="Line source only: the image axis it runs along (i, j, k)."),
+):
+    """Measure the reconstructed resolution (FWHM per axis) and store it for recovery correction."""
+    from .kinetics.resolution import resolution_from_image
+
+    if source not in ("point", "line"):
+        raise typer.BadParameter(f"must be point or line, got {source!r}", param_hint="'--source'")
+    if (line_axis is not None or source == "line") and line_axis not in ("i", "j", "k"):
+        raise typer.BadParameter(f"a line source needs i, j or k (the image axis it runs along), got {line_axis!r}",
+                                 param_hint="'--line-axis'")
+    r = resolution_from_image(image, out, source=source, line_axis=line_axis)
+    fw = ", ".join("-" if v != v else f"{v:.2f}" for v in r["fwhm_mm"])
+    _say(f"FWHM (i, j, k) = ({fw}) mm; {r['method']}")
+    _wrote([out])
 
 
 @app.command()

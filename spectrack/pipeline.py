@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .errors import InputError, LabelError, SpectrackError
 from .io_utils import atomic_path, atomic_write_text
 from .load.model import Series, Study
@@ -337,25 +339,7 @@ def run_study(
     images = [tp.emission.image for tp in study.timepoints]
     kin_notes: list[str] = []
     if settings.pvc:
-        from .kinetics import add_gtm_correction, default_fwhm_mm
-
-        fwhm = settings.psf_fwhm_mm
-        if fwhm is None:
-            preset = settings.species or settings.auto_regions
-            if preset is None:
-                raise InputError("recovery correction needs the reconstructed resolution: give --psf-fwhm-mm "
-                                 "(or --species rat|nhp|human for the preset default)")
-            fwhm = default_fwhm_mm(preset)
-            kin_notes.append(f"PSF FWHM {fwhm} mm: default of preset {preset}")
-        table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm)
-        for tpi, g in table.groupby("timepoint"):
-            regions_pvc = g.loc[g["kind"] == "region", "pct_id_pvc"].sum()
-            fov = g.loc[g["kind"] == "fov", "pct_id"].sum()
-            if fov > 0 and regions_pvc > 1.05 * fov:
-                study.warnings.append(
-                    f"time point {tpi}: recovery-corrected regions hold {regions_pvc:.1f} %ID, more than the field of "
-                    f"view ({fov:.1f} %ID): the PSF FWHM ({fwhm} mm) is probably larger than the images' "
-                    "reconstructed resolution")
+        table = _recovery_correction(table, images, details, settings, kin_notes, label_inputs)
     if settings.uncertainty_draws > 0:
         table = _add_intervals(table, study, details, settings, kin_notes)
 
@@ -441,3 +425,74 @@ def run_study(
                 result.outputs.update(write_report(result, out))
     step("report", 1.0)
     return result
+
+
+def _pvc_fwhm(settings: Settings, kin_notes: list[str], inputs: list) -> tuple:
+    """(FWHM in mm, isotropic or per axis; where it came from) for ``--pvc``."""
+    from .kinetics import default_fwhm_mm
+
+    if settings.resolution is not None:
+        from .kinetics.resolution import read_resolution_file
+
+        if settings.psf_fwhm_mm is not None:
+            raise InputError("give the resolution once: --psf-fwhm-mm or --resolution, not both")
+        res = read_resolution_file(settings.resolution)
+        inputs.append(res["path"])
+        fw = tuple(float(v) for v in res["fwhm_mm"])
+        rec = res.get("reconstruction") or {}
+        kin_notes.append(f"PSF FWHM (i, j, k) = ({fw[0]:.3g}, {fw[1]:.3g}, {fw[2]:.3g}) mm measured "
+                         f"({res.get('method', 'method not stated')}) in {Path(res['path']).name}"
+                         + (f", for the reconstruction {json.dumps(rec, sort_keys=True)}" if rec else "")
+                         + (f"; {res['fwhm_note']}" if res.get("fwhm_note") else ""))
+        return fw, f"measured, {Path(res['path']).name}", rec
+    if settings.psf_fwhm_mm is not None:
+        kin_notes.append(f"PSF FWHM {settings.psf_fwhm_mm:g} mm: given (--psf-fwhm-mm)")
+        return float(settings.psf_fwhm_mm), "given with --psf-fwhm-mm", {}
+    preset = settings.species or settings.auto_regions
+    if preset is None:
+        raise InputError("recovery correction needs the reconstructed resolution: give --resolution FILE (from "
+                         "'spectrack resolution'), --psf-fwhm-mm, or --species rat|nhp|human for the preset default")
+    fwhm = default_fwhm_mm(preset)
+    kin_notes.append(f"PSF FWHM {fwhm} mm: default of preset {preset} (assumed, not measured)")
+    return fwhm, f"the default of preset {preset}", {}
+
+
+def _recovery_correction(table, images, details, settings: Settings, kin_notes: list[str], inputs: list):
+    """GTM columns, and warnings when the FWHM does not fit the study (see :mod:`spectrack.kinetics.resolution`)."""
+    from .kinetics import add_gtm_correction
+    from .kinetics.resolution import FWHM_MISMATCH, image_fwhm_mm
+
+    fwhm, how, rec = _pvc_fwhm(settings, kin_notes, inputs)
+    warn = details.warnings
+    fw_mean = float(np.mean(fwhm))
+    shown = f"{fw_mean:.3g} mm ({how})"
+    if not isinstance(fwhm, float):
+        spacing = rec.get("voxel_size_mm")
+        if spacing is not None:
+            here = np.asarray(images[0].spacing_mm, float)
+            if np.any(np.abs(np.asarray(spacing, float) - here) > 0.05 * here):
+                warn.append(f"the resolution file was measured on {spacing} mm voxels, the study has "
+                            f"{here.round(3).tolist()} mm: the FWHM applies only to images reconstructed the same "
+                            "way")
+    table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm)
+    est = image_fwhm_mm(images[0], details.labels_per_timepoint[0])
+    kin_notes.append(f"the emission image of time point 0 is best reproduced by its regions blurred by "
+                     f"{est['fwhm_mm']:.3g} mm FWHM ({est['method']})")
+    ratio = fw_mean / est["fwhm_mm"] if est["fwhm_mm"] > 0 else float("nan")
+    if np.isfinite(ratio) and not 1 / FWHM_MISMATCH <= ratio <= FWHM_MISMATCH:
+        warn.append(f"the PSF FWHM for recovery correction, {shown}, disagrees with the blur of the region edges "
+                    f"in the images ({est['fwhm_mm']:.3g} mm, {ratio:.2f}x): the correction is probably "
+                    f"{'over' if ratio > 1 else 'under'}-correcting; measure the reconstructed resolution with "
+                    "'spectrack resolution' on a point or line source reconstructed like the study")
+    for tpi, g in table.groupby("timepoint"):
+        regions_pvc = g.loc[g["kind"] == "region", "pct_id_pvc"].sum()
+        fov = g.loc[g["kind"] == "fov", "pct_id"].sum()
+        if fov > 0 and regions_pvc > 1.05 * fov:
+            warn.append(f"time point {tpi}: recovery-corrected regions hold {regions_pvc:.1f} %ID, more than the "
+                        f"field of view ({fov:.1f} %ID): the PSF FWHM {shown} is probably larger than the images' "
+                        "reconstructed resolution")
+        pinned = g[(g["kind"] == "region") & (g["pct_id_pvc"] <= 0) & (g["pct_id"] > 0)]
+        if len(pinned):
+            warn.append(f"time point {tpi}: recovery correction pinned {', '.join(pinned['region'].astype(str))} at "
+                        f"zero (non-negative least squares): the PSF FWHM {shown} is the likely cause (too large)")
+    return table

@@ -89,6 +89,8 @@ class Settings:
     pvc: bool = _opt(False, "GTM recovery (partial-volume) correction.")
     psf_fwhm_mm: float | None = _opt(None, "Reconstructed system resolution FWHM (mm) for --pvc.",
                                      shown="species preset")
+    resolution: str | None = _opt(None, "Resolution file from 'spectrack resolution' (FWHM measured on a source "
+                                  "reconstructed like the study) for --pvc.", shown="none")
     injected_region: str | None = _opt(
         None, "Region(s) holding the injection, comma-separated: their kinetics integrals start at the "
         "back-extrapolated content instead of 0.", shown="injection_site and the region around it")
@@ -310,6 +312,8 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             raise SettingError(where, k, str(key), "needs 3 distances (mm from the sacral end): sacral/lumbar, "
                                "lumbar/thoracic, thoracic/cervical")
         if k == "labels" and base is not None and not is_label_pattern(val) and not Path(val).is_absolute():
+            val = str((base / val).resolve())
+        if k == "resolution" and base is not None and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
     s = Settings(**out)

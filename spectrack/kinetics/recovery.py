@@ -486,6 +486,8 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
                 i = by_name[reg[p]]
             if i is not None:
                 factor[p], rc[p], methods[p] = f[i], r.rc[i], r.method
+                if r.corrected_mean[i] <= 0 < r.observed_mean[i]:
+                    methods[p] = r.method + "; pinned at 0 by the non-negative solver"
         for p in rows:
             if kind[p] == "group":
                 members = [q for q in rows if kind[q] == "region" and reg[q] in GROUPS.get(reg[p], ())]

@@ -215,7 +215,8 @@ class _Builder:
     def __init__(self, preset="nhp", *, seed=0, times_h=None, units="counts", psf_fwhm_mm=0.0, noise=False,
                  motion=None, negative_slice_step=False, spect_shape=None, ct_refine=1, subject_id=None,
                  injection_datetime=None, injected_mbq=None, sensitivity_cps_per_mbq=None, frame_duration_s=None,
-                 jitter=1.0, geometry=None, tracer_front_mm=None, half_life_h=TC99M_HALF_LIFE_H):
+                 jitter=1.0, geometry=None, tracer_front_mm=None, half_life_h=TC99M_HALF_LIFE_H,
+                 acquisition="exact", camera=None):
         if isinstance(preset, Preset):
             pre = preset
         else:
@@ -248,6 +249,19 @@ class _Builder:
         if self.psf < 0:
             raise ValueError("psf_fwhm_mm must be >= 0")
         self.noise = bool(noise)
+        if acquisition not in ("exact", "realistic"):
+            raise ValueError(f"acquisition must be 'exact' or 'realistic', got {acquisition!r}")
+        self.acquisition = acquisition
+        self.camera = None
+        if acquisition == "realistic":
+            from .acquisition import Camera
+
+            self.camera = camera if isinstance(camera, Camera) else Camera(**(camera or {}))
+            if tracer_front_mm is not None:
+                raise ValueError("tracer_front_mm is not available with acquisition='realistic'")
+            if self.psf > 0:
+                raise ValueError("psf_fwhm_mm is for the exact mode: the realistic mode's resolution comes from "
+                                 "its camera (collimator response and reconstruction)")
         self.negative = bool(negative_slice_step)
         self.ct_refine = int(ct_refine)
         self.spect_grid, self.ct_grid = _grid(pre, spect_shape, self.ct_refine)
@@ -267,6 +281,8 @@ class _Builder:
             "sensitivity_cps_per_mbq": self.sensitivity, "frame_duration_s": self.durations_s,
             "jitter": float(jitter), "geometry_overrides": geometry, "tracer_front_mm": self.front,
             "half_life_h": self.half_life_h,
+            "acquisition": self.acquisition,
+            "camera": None if self.camera is None else self.camera.to_json(),
         }
         self.digest = _args_digest(self.args)
         self._cache: dict = {}
@@ -364,6 +380,9 @@ class _Builder:
             expected_counts[mask] = a_start / mask.sum() * sd / ff
         # the written image (float), before quantisation
         written = expected_counts
+        acq_info = None
+        if self.acquisition == "realistic":
+            written, acq_info = self._realistic(n, pose, classes, counts_per_label, a_inj * decay * sd / ff)
         if self.psf > 0:
             from scipy.ndimage import gaussian_filter
 
@@ -387,7 +406,7 @@ class _Builder:
         for name, mask, pct in classes:
             total = expected_counts[mask].sum() * unit_per_count
             ideal[mask] = _spread(total, int(mask.sum()), rng_q)
-        if self.psf > 0 or self.noise:
+        if self.psf > 0 or self.noise or acq_info is not None:
             stored = np.rint(written * unit_per_count).astype(np.int64)
         else:
             stored = ideal
@@ -415,6 +434,9 @@ class _Builder:
             a_dc = a_start / decay
             vol = nvox * vox_ml
             img_sum = float(stored[m].sum()) * mbq_per_unit
+            if acq_info is not None:  # the compartment's activity drawn on the fine grid is the truth
+                a_start = assigned[name] / 100.0 * a_inj * decay
+                a_dc = a_start / decay
             regions[name] = {
                 "index": idx, "n_voxels": nvox, "volume_ml": vol,
                 "stored_sum": units_sum,
@@ -477,18 +499,46 @@ class _Builder:
             "excreted_pct_id": excreted,
             "in_body_pct_id": in_body,
             "total_pct_id": in_body + excreted,
-            "fov_activity_mbq": float(ideal.sum()) * mbq_per_unit,
+            "fov_activity_mbq": (float(ideal.sum()) * mbq_per_unit if acq_info is None
+                                 else sum(assigned.values()) / 100.0 * a_inj * decay),
             "regions": regions,
             "groups": groups,
             "model": {k: float(v[n]) for k, v in self.model.items()},
             "tracer_front": front_info,
             "notes": notes,
+            "acquisition": acq_info,
         }
         return PhantomTimePoint(
             index=n, time_h=t_h, acquisition_start=start, duration_s=d_s, spect=spect_img,
             spect_stored=stored_out, value_scale=scale, ct=ct_img, labels_spect=lab_sp_map,
             labels_ct=lab_ct_map, pose=pose, reference_to_timepoint=ref_to_tp, spect_ideal=ideal_img,
             truth=truth)
+
+    # ------------------------------------------------------------ realistic acquisition
+    def _realistic(self, n, pose, classes, counts_per_label, counts_per_id):
+        """Reconstructed counts on the SPECT grid of a camera acquisition (see :mod:`.acquisition`)."""
+        from .acquisition import acquire, mu_from_hu
+
+        f = int(self.camera.fine)
+        sp = self.spect_grid
+        fsp = sp.spacing_mm / f
+        fine = Image(np.zeros(np.asarray(sp.array.shape) * f, np.uint8), sp.origin_mm - fsp * (f - 1) / 2.0, fsp,
+                     sp.direction)
+        lab_f, mat_f = rasterize(fine, self.geometry, pose)
+        act = np.zeros(lab_f.shape)
+        # each class's activity over its own voxels of the fine grid; regions too small for the SPECT grid
+        # were put in the remainder, their fine voxels with it
+        moved = [idx for idx, name in VOCABULARY.items() if counts_per_label[idx] == 0 and name != "remainder"]
+        for name, _mask, pct in classes:
+            idx = INDEX[name]
+            m = (lab_f == idx) if name != "remainder" else np.isin(lab_f, [idx] + moved)
+            if not m.any():  # a region whose SPECT voxels hold no fine voxel centre: the SPECT voxels themselves
+                m = np.kron(_mask, np.ones((f, f, f), bool)).astype(bool)
+            act[m] += pct / 100.0 * counts_per_id / m.sum()
+        mu = mu_from_hu(ct_from_materials(mat_f))
+        image, info = acquire(act, mu, fsp, self.camera, seed=[self.seed, 0x5245, n])
+        info["counts_expected_unattenuated"] = float(act.sum())
+        return image, info
 
     # ------------------------------------------------------------ study truth
     def study_truth(self) -> dict:
@@ -522,6 +572,7 @@ class _Builder:
             "truth_basis": TRUTH_BASIS,
             "psf_fwhm_mm": self.psf,
             "noise": self.noise,
+            "acquisition": self.acquisition,
             "negative_slice_step": self.negative,
             "ct_refine": self.ct_refine,
             "region_names": {str(k): v for k, v in VOCABULARY.items()},
@@ -552,7 +603,8 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  spect_shape=None, ct_refine: int = 1, subject_id: str | None = None, injection_datetime=None,
                  injected_mbq: float | None = None, sensitivity_cps_per_mbq: float | None = None,
                  frame_duration_s=None, jitter: float = 1.0, geometry: dict | None = None,
-                 tracer_front_mm=None, half_life_h: float = TC99M_HALF_LIFE_H) -> Phantom:
+                 tracer_front_mm=None, half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact",
+                 camera=None) -> Phantom:
     """Build a phantom study in memory (no files).
 
     Parameters
@@ -607,6 +659,16 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
         (mm) rostral of it, and nothing in the canal or brain beyond.
     half_life_h : float
         Tc-99m half-life used for decay (6.0067 h, DDEP).
+    acquisition : {'exact', 'realistic'}
+        ``'exact'``: the ideal image (optionally a Gaussian blur and Poisson
+        noise per voxel): exact answers for the loaders and the arithmetic.
+        ``'realistic'``: the activity drawn on a finer grid, projected with
+        attenuation and a depth-dependent collimator response, Poisson noise
+        on the projections, OSEM on the SPECT grid
+        (:mod:`spectrack.phantom.acquisition`); the truth is the
+        compartments' activity. For testing methods without an inverse crime.
+    camera : Camera or dict, optional
+        Settings of the realistic mode (:class:`spectrack.phantom.acquisition.Camera`).
 
     Returns
     -------
@@ -617,7 +679,7 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  ct_refine=ct_refine, subject_id=subject_id, injection_datetime=injection_datetime,
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
-                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h)
+                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera)
     truth = b.study_truth()
     tps = []
     for n in range(len(b.times_h)):
@@ -633,7 +695,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                subject_id: str | None = None, injection_datetime=None, injected_mbq: float | None = None,
                sensitivity_cps_per_mbq: float | None = None, frame_duration_s=None, jitter: float = 1.0,
                geometry: dict | None = None, tracer_front_mm=None,
-               half_life_h: float = TC99M_HALF_LIFE_H) -> dict:
+               half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact", camera=None) -> dict:
     """Write a phantom study (DICOM and/or NIfTI, labels, truth) and return its truth.
 
     Parameters are those of :func:`make_phantom`, plus
@@ -689,7 +751,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                  ct_refine=ct_refine, subject_id=subject_id, injection_datetime=injection_datetime,
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
-                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h)
+                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera)
     truth = b.study_truth()
     names = DicomNames(b) if "dicom" in formats else None
     scans = []
