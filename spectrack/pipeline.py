@@ -365,15 +365,19 @@ def run_study(
     neuraxis = None
     front = None
     neuraxis_warnings: list[str] = []
+    spread = None
     from .regions.vocabulary import CANAL_LEVELS
 
     if any(n in CANAL_LEVELS for n in label_map0.names.values()):
-        from .regions.neuraxis import profile_study, tracer_front
+        from .regions.neuraxis import profile_study, spread_measures, tracer_front
 
         neuraxis = profile_study(study, details.labels_per_timepoint, details.calibrations, details.params,
                                  margin_mm=settings.neuraxis_margin_mm)
         if len(neuraxis):
             front = tracer_front(neuraxis).to_dict(orient="records")
+            sp = spread_measures(neuraxis)
+            spread = {"per_timepoint": sp.to_dict(orient="records"),
+                      **{k: v for k, v in sp.attrs.items()}}
         neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
     step("report", 0.85)
     inputs = study.input_files + label_inputs
@@ -387,6 +391,7 @@ def run_study(
         "kinetics_method": kin_notes,
         "registration": registration,
         "neuraxis_front": front,
+        "neuraxis_spread": spread,
         "neuraxis_warnings": neuraxis_warnings,
         "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
         else None,

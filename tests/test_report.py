@@ -303,8 +303,10 @@ def test_profile_section(rat, tmp_path):
     _png_ok(png)
     html = render_html(data, {"profile.png": png}, {})
     section = _section(html, "profile", "timepoints")
-    assert "Rostral tracer front" in section and "<img" in section
-    assert f"<td>{fmt(data.front.front_distance_mm.iloc[0], 4)}</td>" in section
+    assert "Rostral spread" in section and "<img" in section
+    spread = data.metadata["neuraxis_spread"]  # what the run recorded in study.json
+    assert f"<td>{fmt(spread['per_timepoint'][0]['leading_edge_mm'], 4)}</td>" in section
+    assert "Arrival at the skull base" in section and "spread rate" in section
 
 
 def test_run_study_writes_report(rat, tmp_path):

@@ -34,6 +34,7 @@ from .labels import LabelMap
 from .vocabulary import CANAL_LEVELS
 
 __all__ = ["Centreline", "centreline_from_labels", "neuraxis_profile", "profile_study", "tracer_front",
+           "spread_measures", "SPREAD_COLUMNS",
            "write_profile", "plot_profile", "PROFILE_COLUMNS", "FRONT_COLUMNS"]
 
 #: Columns of the profile table.
@@ -55,6 +56,7 @@ PROFILE_COLUMNS = {
     "pct_id_per_cm": "pct_id per cm of canal, decay-corrected",
     "pct_id_per_cm_uncorrected": "percent injected dose per cm at scan start, not decay-corrected",
     "canal_ml": "volume of the slab's canal voxels (without the margin), mL",
+    "rostral_fraction": "fraction of the profile's activity at or rostral of the slab centre",
     "pct_id_per_ml": "pct_id / canal_ml: mean concentration in the canal (margin spill counted back), "
                      "decay-corrected (NaN where the slab holds no canal voxel)",
 }
@@ -71,6 +73,22 @@ FRONT_COLUMNS = {
     "reference": "what the fraction refers to: peak (rostral of the injection) or injection level",
     "fraction": "the fraction of the reference",
 }
+
+
+#: Columns of the rostral-spread table (one row per time point; see :func:`spread_measures`).
+SPREAD_COLUMNS = {
+    "timepoint": "time point index",
+    "time_h": "scan start minus injection, hours",
+    "canal_pct_id": "%ID in the profile (canal plus margin), decay-corrected",
+    "rostral_of_lumbar": "fraction of the canal's activity rostral of the lumbar level (thoracic and cervical)",
+    "rostral_of_thoracic": "fraction of the canal's activity in the cervical level",
+    "leading_edge_mm": "distance from the injection level, rostrally, beyond which EDGE_FRACTION of the canal's "
+                       "activity lies, mm",
+    "skull_base_pct_id": "%ID in the most rostral WINDOW mm of the canal (at the skull base / cisterna magna)",
+}
+EDGE_FRACTION = 0.10
+WINDOW_MM = 20.0
+ARRIVAL_FRACTION = 0.10
 
 
 # -------------------------------------------------------------- centreline
@@ -279,10 +297,33 @@ def neuraxis_profile(activity_mbq: Image, labels: LabelMap, *, injected_mbq: flo
     edges = np.linspace(0.0, n_slab * step_mm, n_slab + 1)
     slab = np.clip(np.floor(s / step_mm).astype(int), 0, n_slab - 1)
     vals = np.asarray(img.array, float)[sel]
-    mbq = np.bincount(slab, weights=vals, minlength=n_slab)
+    # partial-voxel weights: a voxel spans w = sum_i spacing_i |tangent_i| along the centreline; its activity is
+    # spread uniformly over that span and shared between the slabs it overlaps, so an oblique canal does not
+    # give alternate slabs one and two voxel layers (a comb)
+    tan = np.abs(centreline.tangent_at(s))
+    w = np.maximum(tan @ np.asarray(img.spacing_mm, float), 1e-6)
+    a0 = np.clip(s - 0.5 * w, 0.0, n_slab * step_mm)
+    a1 = np.clip(s + 0.5 * w, 0.0, n_slab * step_mm)
+    first = np.clip(np.floor(a0 / step_mm).astype(int), 0, n_slab - 1)
+    n_over = int(np.ceil(float(w.max()) / step_mm)) + 1
+    parts = []
+    for k in range(n_over + 1):
+        idx = first + k
+        ov = np.minimum(a1, (idx + 1) * step_mm) - np.maximum(a0, idx * step_mm)
+        frac = np.clip(ov, 0.0, None) / np.maximum(a1 - a0, 1e-12)
+        frac = np.where(idx < n_slab, frac, 0.0)
+        parts.append((np.minimum(idx, n_slab - 1), frac))
+    lost = 1.0 - sum(f for _, f in parts)  # voxels past either end: their span clipped, keep the total
+    parts[0] = (parts[0][0], parts[0][1] + np.where(s < 0.5 * n_slab * step_mm, lost, 0.0))
+    parts.append((np.full(len(s), n_slab - 1), np.where(s >= 0.5 * n_slab * step_mm, lost, 0.0)))
+
+    def shared(weights):
+        return sum(np.bincount(idx, weights=weights * frac, minlength=n_slab) for idx, frac in parts)
+
+    mbq = shared(vals)
     nvox = np.bincount(slab, minlength=n_slab)
     in_canal = canal[sel]
-    ncanal = np.bincount(slab, weights=in_canal.astype(float), minlength=n_slab)
+    ncanal = shared(in_canal.astype(float))
     s_sum = np.bincount(slab, weights=s, minlength=n_slab)
     vpos = np.divide(s_sum, nvox, out=np.full(n_slab, np.nan), where=nvox > 0)
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -308,11 +349,21 @@ def neuraxis_profile(activity_mbq: Image, labels: LabelMap, *, injected_mbq: flo
         "canal_ml": ncanal * img.voxel_volume_ml,
         "pct_id_per_ml": np.divide(pct, ncanal * img.voxel_volume_ml, out=np.full(n_slab, np.nan),
                                    where=ncanal > 0),
+        "rostral_fraction": _rostral_fraction(mbq),
     }, columns=list(PROFILE_COLUMNS))
     df.attrs.update({"injection_position_mm": s_inj, "injection_source": src, "step_mm": float(step_mm),
                      "margin_mm": float(margin_mm), "canal_length_mm": L,
                      "max_distance_to_centreline_mm": float(dist.max(initial=0.0))})
     return df
+
+
+def _rostral_fraction(mbq: np.ndarray) -> np.ndarray:
+    """Fraction of the total at or rostral of each slab's centre (half of the slab's own share counted)."""
+    total = float(np.sum(mbq))
+    if not total > 0:
+        return np.full(len(mbq), np.nan)
+    above = np.cumsum(mbq[::-1])[::-1]
+    return (above - 0.5 * mbq) / total
 
 
 def profile_study(study, labels_per_timepoint, calibrations, params, *, centreline=None, step_mm=None,
@@ -463,6 +514,119 @@ def tracer_front(profile, *, fraction: float = 0.5, reference: str = "peak", val
     return pd.DataFrame(rows, columns=list(FRONT_COLUMNS))
 
 
+# -------------------------------------------------------------- rostral spread
+def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """First x where y (increasing with x at the crossing) reaches ``level``, linearly interpolated; NaN if never."""
+    for i in range(len(y)):
+        if y[i] >= level:
+            if i == 0:
+                return float(x[0])
+            a, b = y[i - 1], y[i]
+            f = (level - a) / (b - a) if b != a else 0.0
+            return float(x[i - 1] + f * (x[i] - x[i - 1]))
+    return float("nan")
+
+
+def spread_measures(profile, *, edge_fraction: float = EDGE_FRACTION, window_mm: float = WINDOW_MM,
+                    arrival_fraction: float = ARRIVAL_FRACTION):
+    """How far and how fast the tracer spreads rostrally: measures with a definition a pharmacologist can check.
+
+    Per time point (columns :data:`SPREAD_COLUMNS`):
+
+    * the cumulative fraction of the canal's activity rostral of each level
+      (``rostral_of_lumbar``: in the thoracic and cervical canal;
+      ``rostral_of_thoracic``: in the cervical canal);
+    * the leading edge: the distance rostral of the injection level beyond
+      which ``edge_fraction`` (10 %) of the canal's activity lies (from the
+      cumulative profile, interpolated between slabs);
+    * ``skull_base_pct_id``: %ID in the most rostral ``window_mm`` of the
+      canal.
+
+    Per study (``df.attrs``): ``arrival_time_h``, the first time at which
+    ``skull_base_pct_id`` reaches ``arrival_fraction`` (10 %) of its maximum
+    over the scans, interpolated linearly between scans
+    (``arrival_before_first_scan`` when already reached at the first scan:
+    then it is an upper bound); ``spread_rate_mm_per_h``, the least-squares
+    slope of the leading edge against time over the scans before the first
+    one where the edge is within ``window_mm`` of the farthest it gets or
+    reaches the top window (that one too when fewer than two scans precede
+    it; NaN with fewer than two);
+    ``definitions``, one sentence each.
+
+    Unlike a half-maximum front, these do not jump when a second peak
+    appears: they integrate the whole profile.
+
+    Parameters
+    ----------
+    profile : pandas.DataFrame
+        From :func:`profile_study` (columns ``timepoint``, ``time_h``,
+        ``position_mm``, ``distance_mm``, ``level``, ``pct_id``).
+    """
+    import pandas as pd
+
+    rows = []
+    top_reached = []
+    for tp, g in profile.groupby("timepoint", sort=True):
+        g = g.sort_values("position_mm")
+        pos = g["position_mm"].to_numpy(float)
+        pct = np.clip(g["pct_id"].to_numpy(float), 0.0, None)
+        total = float(pct.sum())
+        lvl = g["level"].astype(str).to_numpy()
+        d = g["distance_mm"].to_numpy(float)
+        length = float(pos.max()) if len(pos) else float("nan")
+        step = float(np.median(np.diff(pos))) if len(pos) > 1 else float("nan")
+        top = pos >= (pos.max() + 0.5 * step - window_mm) if len(pos) else np.zeros(0, bool)
+        if total > 0:
+            rost_lumbar = float(pct[np.isin(lvl, ["canal_thoracic", "canal_cervical"])].sum() / total)
+            rost_thoracic = float(pct[lvl == "canal_cervical"].sum() / total)
+            # cumulative from the cranial end: the edge is where it reaches edge_fraction
+            above = np.cumsum(pct[::-1]) / total
+            edge_pos = _crossing(pos[::-1] + 0.5 * step, above, edge_fraction) if np.isfinite(step) else np.nan
+            edge = float(edge_pos - (pos[0] - d[0])) if np.isfinite(edge_pos) else float("nan")
+        else:
+            rost_lumbar = rost_thoracic = edge = float("nan")
+        rows.append({"timepoint": int(tp), "time_h": float(g["time_h"].iloc[0]), "canal_pct_id": total,
+                     "rostral_of_lumbar": rost_lumbar, "rostral_of_thoracic": rost_thoracic,
+                     "leading_edge_mm": edge, "skull_base_pct_id": float(pct[top].sum())})
+        top_reached.append(bool(np.isfinite(edge) and edge >= (length + 0.5 * step - window_mm) - (pos[0] - d[0])))
+    df = pd.DataFrame(rows, columns=list(SPREAD_COLUMNS))
+    t = df["time_h"].to_numpy(float)
+    sb = df["skull_base_pct_id"].to_numpy(float)
+    arrival, before = float("nan"), False
+    if len(sb) and np.nanmax(sb) > 0:
+        level = arrival_fraction * float(np.nanmax(sb))
+        arrival = _crossing(t, sb, level)
+        before = bool(sb[0] >= level)
+    e_all = df["leading_edge_mm"].to_numpy(float)
+    if np.any(np.isfinite(e_all)):  # the scans until the edge is within the window of the farthest it gets
+        near = np.flatnonzero(np.isfinite(e_all) & (e_all >= np.nanmax(e_all) - window_mm))
+        upto = min(int(near[0]), next((i for i, r in enumerate(top_reached) if r), len(df) - 1))
+        if upto >= 2:  # the edge may have stopped any time before that scan: use the scans before it
+            upto -= 1
+    else:
+        upto = len(df) - 1
+    e = e_all[: upto + 1]
+    tt = t[: upto + 1]
+    ok = np.isfinite(e)
+    rate = float(np.polyfit(tt[ok], e[ok], 1)[0]) if ok.sum() >= 2 and np.ptp(tt[ok]) > 0 else float("nan")
+    df.attrs.update({
+        "arrival_time_h": arrival, "arrival_before_first_scan": before, "spread_rate_mm_per_h": rate,
+        "edge_fraction": edge_fraction, "window_mm": window_mm, "arrival_fraction": arrival_fraction,
+        "definitions": {
+            "rostral_of_lumbar": "share of the canal's activity above the lumbar level (thoracic + cervical)",
+            "rostral_of_thoracic": "share of the canal's activity in the cervical canal",
+            "leading_edge_mm": f"how far above the injection level the most rostral {edge_fraction:.0%} of the "
+                               "canal's activity begins",
+            "skull_base_pct_id": f"%ID in the top {window_mm:g} mm of the canal, below the skull base",
+            "arrival_time_h": f"when the activity at the skull base first reaches {arrival_fraction:.0%} of its "
+                              "maximum over the scans (interpolated between scans; an upper bound when reached "
+                              "at the first scan)",
+            "spread_rate_mm_per_h": "slope of the leading edge against time over the scans before it comes "
+                                    f"within {window_mm:g} mm of the farthest it gets (least squares)",
+        }})
+    return df
+
+
 # ------------------------------------------------------------------ output
 def plot_profile(profile, path, *, front=None, value: str = "pct_id_per_cm"):
     """Save a figure of the profile: heat map (distance x time) and overlaid profiles with fronts.
@@ -525,7 +689,8 @@ def plot_profile(profile, path, *, front=None, value: str = "pct_id_per_cm"):
 
 def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "peak", value: str = "pct_id_per_ml",
                   plot: bool = True) -> dict:
-    """Write ``neuraxis_profile.csv``, ``neuraxis_front.csv`` and ``neuraxis_profile.png`` into ``out_dir``.
+    """Write ``neuraxis_profile.csv``, ``neuraxis_spread.csv`` (:func:`spread_measures`), ``neuraxis_front.csv``
+    (the half-maximum front) and ``neuraxis_profile.png`` into ``out_dir``.
 
     ``fraction``, ``reference`` and ``value`` are passed to :func:`tracer_front`.
 
@@ -539,8 +704,10 @@ def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     front = tracer_front(profile, fraction=fraction, reference=reference, value=value)
+    spread = spread_measures(profile)
     written = {}
-    for name, df in (("neuraxis_profile.csv", profile), ("neuraxis_front.csv", front)):
+    for name, df in (("neuraxis_profile.csv", profile), ("neuraxis_front.csv", front),
+                     ("neuraxis_spread.csv", spread)):
         with atomic_path(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.9g")
         written[name] = out / name

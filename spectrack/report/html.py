@@ -444,18 +444,29 @@ def _profile_section(data, figures: dict) -> str:
         out.append("<p class='note'>No neuraxis profile for this study.</p>")
     else:
         out.append("<p class='note'>The neuraxis profile could not be drawn (no distance / value columns).</p>")
-    if data.front is not None and len(data.front):
-        f = data.front
-        titles = {"timepoint": "time point", "time_h": "time (h)", "front_distance_mm": "front: distance from "
-                  "injection level (mm)", "front_position_mm": "front: position from the caudal end (mm)",
-                  "reached_end": "reached the cranial end", "threshold_pct_id_per_cm": "threshold (%ID/cm)",
-                  "reference": "reference", "fraction": "fraction"}
-        cols = [c for c in titles if c in f.columns] or list(f.columns)
-        rows = [[e(fmt(r[c], 4)) if not isinstance(r[c], str) else e(r[c]) for c in cols]
-                for r in f.to_dict("records")]
-        out.append("<h3>Rostral tracer front</h3><p class='note'>Where the profile, walking rostrally from the "
-                   "injection level, first falls below the threshold (fraction × reference).</p>"
-                   + _table([e(titles.get(c, c)) for c in cols], rows, left=0))
+    spread = (data.metadata or {}).get("neuraxis_spread")
+    if spread and spread.get("per_timepoint"):
+        from ..regions.neuraxis import SPREAD_COLUMNS
+
+        defs = spread.get("definitions") or {}
+        titles = {"timepoint": "time point", "time_h": "time (h)", "canal_pct_id": "canal (%ID)",
+                  "rostral_of_lumbar": "share above the lumbar level", "rostral_of_thoracic": "share in the cervical "
+                  "canal", "leading_edge_mm": "leading edge above the injection (mm)",
+                  "skull_base_pct_id": "at the skull base (%ID)"}
+        cols = [c for c in SPREAD_COLUMNS if c in titles]
+        rows = [[e(fmt(r.get(c), 4)) for c in cols] for r in spread["per_timepoint"]]
+        arr = spread.get("arrival_time_h")
+        arr_txt = ("not reached" if arr is None or arr != arr else
+                   (f"&le; {fmt(arr, 3)} h (already at the first scan)" if spread.get("arrival_before_first_scan")
+                    else f"{fmt(arr, 3)} h"))
+        rate = spread.get("spread_rate_mm_per_h")
+        rate_txt = "not measurable (fewer than two scans before the plateau)" if rate is None or rate != rate \
+            else f"{fmt(rate, 3)} mm/h"
+        items = "".join(f"<li><b>{e(titles.get(k, k.replace('_', ' ')))}</b>: {e(v)}</li>" for k, v in defs.items())
+        out.append("<h3>Rostral spread</h3>"
+                   + _table([e(titles[c]) for c in cols], rows, left=0)
+                   + f"<p>Arrival at the skull base: <b>{arr_txt}</b>; rostral spread rate: <b>{rate_txt}</b>.</p>"
+                   + f"<ul class='note'>{items}</ul>")
     return "\n".join(out)
 
 
