@@ -16,7 +16,7 @@ from .io_utils import atomic_path, atomic_write_text
 from .load.model import Series, Study
 from .settings import Settings
 
-__all__ = ["run_study", "StudyResult", "describe_study", "Cancelled", "STAGES"]
+__all__ = ["run_study", "StudyResult", "describe_study", "write_label_maps", "Cancelled", "STAGES"]
 
 STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
 
@@ -120,6 +120,82 @@ def _add_intervals(table, study, details, settings, notes):
                                 n_draws=settings.uncertainty_draws, seed=settings.seed)
 
 
+def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple[dict[str, Path], list[dict]]:
+    """Write the label map each time point was quantified with, on its emission grid.
+
+    Parameters
+    ----------
+    study : Study
+        The quantified study.
+    labels_per_timepoint : list of LabelMap
+        The labels on each emission grid (``QuantResult.labels_per_timepoint``).
+    out_dir : path-like
+        The results folder: files go to ``labels/`` in it.
+
+    Returns
+    -------
+    outputs : dict
+        ``{"labels_tp<N>": path, ...}`` (the NIfTI, its names TSV, and the
+        own masks of overlapping regions).
+    listing : list of dict
+        For ``study.json``: per time point the files (relative to the results
+        folder), SHA-256, grid, the emission series and the CT it lies with
+        (series UID and files, for ``spectrack export``).
+
+    Notes
+    -----
+    ``tp<N>_labels.nii.gz`` holds an exclusive partition; a region whose own
+    shape overlaps another's (a BODY outline around organs) was quantified
+    over its own mask, written as ``tp<N>_mask_<index>_<name>.nii.gz``.
+    """
+    from .io_utils import sha256_file
+    from .regions.labels import LabelMap, write_label_map
+
+    out = Path(out_dir)
+    outputs: dict[str, Path] = {}
+    listing = []
+
+    def series_ref(s):
+        if s is None:
+            return None
+        files = [Path(f).resolve() for f in s.files]
+        return {"modality": s.modality, "description": s.describe(), "series_uid": s.get("series_uid"),
+                "frame_of_reference_uid": s.get("frame_of_reference_uid"),
+                "format": "nifti" if files and files[0].name.endswith((".nii", ".nii.gz")) else "dicom",
+                "files": [str(f) for f in files]}
+
+    for n, (tp, lab) in enumerate(zip(study.timepoints, labels_per_timepoint)):
+        nii = write_label_map(lab, out / "labels" / f"tp{n}_labels.nii.gz")
+        tsv = nii.with_name(f"tp{n}_labels.tsv")
+        outputs[f"labels_tp{n}"] = nii
+        outputs[f"labels_tp{n}_names"] = tsv
+        masks = []
+        for idx, m in sorted(lab.overlaps.items()):
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in lab.names[idx])
+            own = LabelMap(lab.image.with_array(m.astype("int16") * idx, units="label"), {idx: lab.names[idx]})
+            mp = write_label_map(own, out / "labels" / f"tp{n}_mask_{idx}_{safe}.nii.gz")
+            outputs[f"labels_tp{n}_mask_{idx}"] = mp
+            masks.append({"index": idx, "name": lab.names[idx], "file": mp.relative_to(out).as_posix(),
+                          "names": mp.with_name(mp.name[:-7] + ".tsv").relative_to(out).as_posix()})
+        img = lab.image
+        listing.append({
+            "timepoint": n,
+            "file": nii.relative_to(out).as_posix(),
+            "names": tsv.relative_to(out).as_posix(),
+            "sha256": sha256_file(nii),
+            "grid": {"shape_ijk": list(img.shape_ijk), "spacing_mm": img.spacing_mm.tolist(),
+                     "origin_mm_lps": img.origin_mm.tolist(), "direction": img.direction.tolist()},
+            "regions": {str(k): v for k, v in sorted(lab.names.items())},
+            "own_masks": masks,
+            "emission": series_ref(tp.emission),
+            "ct": series_ref(tp.ct),
+        })
+    for m in listing:  # the emission's own file list is long and not needed to place the regions
+        if m["emission"] is not None:
+            m["emission"].pop("files")
+    return outputs, listing
+
+
 def run_study(
     path,
     settings: Settings | dict | None = None,
@@ -162,13 +238,15 @@ def run_study(
     from .regions.labels import LabelMap
     from .settings import settings_from_mapping
 
+    from .settings import apply_study_file
+
     if settings is None:
         settings = Settings()
     elif isinstance(settings, dict):
         settings = settings_from_mapping(settings)
+    # the study's own study file (spectrack.toml beside the images) fills what was not given on purpose
+    settings, study_file = apply_study_file(settings, study.path if study is not None else path)
     if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
-        import dataclasses
-
         from .settings import is_label_pattern, labels_for_study
 
         lab_setting = settings.labels
@@ -179,7 +257,7 @@ def run_study(
             if where is None:
                 raise InputError(f"labels {lab_setting} is a per-study pattern: give the study path")
             lab_setting = labels_for_study(lab_setting, where)
-        settings = dataclasses.replace(settings, labels=str(Path(lab_setting).resolve()))
+        settings = settings.replace(labels=str(Path(lab_setting).resolve()))
 
     def step(stage, frac):
         if cancel is not None and cancel():
@@ -339,7 +417,7 @@ def run_study(
             front = tracer_front(neuraxis).to_dict(orient="records")
         neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
     step("report", 0.85)
-    inputs = study.input_files + label_inputs
+    inputs = study.input_files + label_inputs + ([Path(study_file["path"])] if study_file else [])
     meta = {
         "study": describe_study(study),
         "dose": details.params.to_json(),
@@ -354,6 +432,8 @@ def run_study(
         "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
         else None,
         "columns": TABLE_COLUMNS,
+        "study_file": study_file,
+        "label_maps": [],
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
@@ -378,6 +458,8 @@ def run_study(
             from .regions.neuraxis import write_profile
 
             result.outputs.update(write_profile(neuraxis, out))
+        written, meta["label_maps"] = write_label_maps(study, details.labels_per_timepoint, out)
+        result.outputs.update(written)
         result.outputs["study.json"] = write_json(out / "study.json", meta)
         if settings.report:
             try:
