@@ -135,8 +135,8 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
     Returns
     -------
     outputs : dict
-        ``{"labels_tp<N>": path, ...}`` (the NIfTI, its names TSV, and the
-        own masks of overlapping regions).
+        ``{"labels/tp<N>_labels.nii.gz": path, ...}`` (the NIfTI, its names
+        TSV, and the own masks of overlapping regions).
     listing : list of dict
         For ``study.json``: per time point the files (relative to the results
         folder), SHA-256, grid, the emission series and the CT it lies with
@@ -167,14 +167,15 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
     for n, (tp, lab) in enumerate(zip(study.timepoints, labels_per_timepoint)):
         nii = write_label_map(lab, out / "labels" / f"tp{n}_labels.nii.gz")
         tsv = nii.with_name(f"tp{n}_labels.tsv")
-        outputs[f"labels_tp{n}"] = nii
-        outputs[f"labels_tp{n}_names"] = tsv
+        outputs[nii.relative_to(out).as_posix()] = nii
+        outputs[tsv.relative_to(out).as_posix()] = tsv
         masks = []
         for idx, m in sorted(lab.overlaps.items()):
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in lab.names[idx])
             own = LabelMap(lab.image.with_array(m.astype("int16") * idx, units="label"), {idx: lab.names[idx]})
             mp = write_label_map(own, out / "labels" / f"tp{n}_mask_{idx}_{safe}.nii.gz")
-            outputs[f"labels_tp{n}_mask_{idx}"] = mp
+            outputs[mp.relative_to(out).as_posix()] = mp
+            outputs[mp.with_name(mp.name[:-7] + ".tsv").relative_to(out).as_posix()] = mp.with_name(mp.name[:-7] + ".tsv")
             masks.append({"index": idx, "name": lab.names[idx], "file": mp.relative_to(out).as_posix(),
                           "names": mp.with_name(mp.name[:-7] + ".tsv").relative_to(out).as_posix()})
         img = lab.image
