@@ -41,7 +41,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_STUDY_HELP = "Study folder (DICOM and/or NIfTI), study file, or NIfTI files."
+_STUDY_HELP = ("Study folder (DICOM and/or NIfTI), study file, or NIfTI files. A study file in the folder "
+               "(spectrack.toml) gives the settings that no option gives.")
 _CONFIG_HELP = ("Settings file (TOML/JSON) with the study options' keys (e.g. sensitivity = 30); "
                 "options given on the command line override it.")
 

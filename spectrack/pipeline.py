@@ -216,9 +216,14 @@ def run_study(
         Study folder, study file or single image (see :func:`spectrack.load_study`).
     settings : Settings or dict, optional
         Options (see :class:`spectrack.settings.Settings`); a dict is validated.
+        The study's study file (``spectrack.toml`` in the folder, or ``path``
+        itself) fills the settings not given on purpose
+        (:func:`spectrack.settings.apply_study_file`); ``study.json`` records
+        it under ``study_file``.
     out_dir : path-like, optional
-        Where to write ``regions.csv``, ``study.json`` (and the report);
-        nothing is written when ``None``.
+        Where to write ``regions.csv``, ``study.json``, the label maps used
+        (``labels/``, see :func:`write_label_maps`) and the report; nothing is
+        written when ``None``.
     labels : LabelMap or path, optional
         Regions; overrides ``settings.labels``.
     study : Study, optional
