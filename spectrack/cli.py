@@ -41,7 +41,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_STUDY_HELP = "Study folder (DICOM and/or NIfTI), study file, or NIfTI files."
+_STUDY_HELP = ("Study folder (DICOM and/or NIfTI), study file, or NIfTI files. A study file in the folder "
+               "(spectrack.toml) gives the settings that no option gives.")
 _CONFIG_HELP = ("Settings file (TOML/JSON) with the study options' keys (e.g. sensitivity = 30); "
                 "options given on the command line override it.")
 
@@ -73,7 +74,33 @@ def _warn(lines) -> None:
 
 
 def _wrote(outputs) -> None:
-    _say("wrote ", ", ".join(str(p) for p in outputs))
+    """Say what was written; the per-time-point label maps (``labels/``) as one entry."""
+    outputs = [Path(p) for p in outputs]
+    label_dirs = {p.parent for p in outputs if p.parent.name == "labels" and p.name.startswith("tp")}
+    shown, seen = [], set()
+    for p in outputs:
+        if p.parent in label_dirs:
+            if p.parent not in seen:
+                seen.add(p.parent)
+                n = sum(1 for q in outputs if q.parent == p.parent and q.name.endswith("_labels.nii.gz"))
+                shown.append(f"{p.parent}{'/'} ({n} label maps used, with names)")
+            continue
+        shown.append(str(p))
+    _say("wrote ", ", ".join(shown))
+
+
+def _said_study_file(metadata: dict) -> None:
+    """One line on stderr naming the study file a run read and what it took from it."""
+    rec = metadata.get("study_file")
+    if not rec:
+        return
+    from .settings import option_name
+
+    used = ", ".join(option_name(k)[2:] for k in rec["used"]) or "nothing"
+    line = [("study file:", "bold"), f" {rec['path']} gave {used}"]
+    if rec["overridden"]:
+        line.append(f"; overridden by the options: {', '.join(option_name(k)[2:] for k in rec['overridden'])}")
+    _say(*line, err=True)
 
 
 # ---------------------------------------------------------------- the shared study options
@@ -158,7 +185,8 @@ class StudyOptions:
         A bad option value is a usage error (exit 2) naming the option; a bad
         settings file is an :class:`~spectrack.errors.InputError` (exit 3).
         """
-        from .settings import Settings, SettingError, option_name, read_settings_file, settings_from_mapping
+        from .settings import (Settings, SettingError, option_name, read_settings_file, settings_from_mapping,
+                               with_given)
 
         try:
             cli = settings_from_mapping(self.given, where="options")
@@ -166,7 +194,9 @@ class StudyOptions:
             raise typer.BadParameter(e.problem, ctx=self.ctx, param_hint=f"'{option_name(e.key)}'") from None
         if base is None:
             base = read_settings_file(config) if config else Settings()
-        return dataclasses.replace(base, **{k: getattr(cli, k) for k in self.given})
+        # what is given here (options, settings file) wins over each study's study file
+        return with_given(dataclasses.replace(base, **{k: getattr(cli, k) for k in self.given}),
+                          base.given | set(self.given))
 
 
 # ---------------------------------------------------------------- progress
@@ -363,6 +393,7 @@ def quantify(
     res = _run_with_progress(run_study, _study_arg(study), settings, out, command=["spectrack"] + sys.argv[1:])
     if not quiet:
         print_table(res.table)
+    _said_study_file(res.metadata)
     _warn(res.metadata.get("warnings", []))
     _wrote(res.outputs.values())
 
@@ -375,12 +406,11 @@ def demo(
     from .phantom.sample import sample_study
 
     info_ = sample_study()
-    _say(f"sample study: {info_['path']} (truth in {info_['truth']})")
+    _say(f"sample study: {info_['study']} (settings in its spectrack.toml, truth in {info_['truth']})")
     from .pipeline import run_study
-    from .settings import settings_from_mapping
+    from .settings import Settings
 
-    settings = settings_from_mapping(info_["settings"], where="sample study")
-    res = _run_with_progress(run_study, info_["path"], settings, out, command=["spectrack", "demo"])
+    res = _run_with_progress(run_study, info_["study"], Settings(), out, command=["spectrack", "demo"])
     print_table(res.table)
     _warn(res.metadata.get("warnings", []))
     _wrote(res.outputs.values())
@@ -398,7 +428,8 @@ def phantom(
                                                   "realistic (projection with attenuation and collimator blur, "
                                                   "noise on the projections, OSEM)."),
 ):
-    """Write a digital phantom study (DICOM export, NIfTI study, labels, exact truth)."""
+    """Write a digital phantom study (DICOM export, NIfTI study, labels, exact truth, and a study file
+    spectrack.toml so that 'spectrack quantify OUT' needs no option)."""
     from .phantom import make_study
     from .settings import SPECIES
 
@@ -408,9 +439,10 @@ def phantom(
         raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
     if acquisition not in ("exact", "realistic"):
         raise typer.BadParameter(f"must be exact or realistic, got {acquisition!r}", param_hint="'--acquisition'")
-    make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise,
+    make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise, study_file=True,
                acquisition=acquisition)
-    _say(f"wrote phantom study to {out} (truth in {out / 'truth.json'})")
+    _say(f"wrote phantom study to {out} (settings in {out / 'spectrack.toml'}, truth in {out / 'truth.json'}); "
+         f"quantify it with: spectrack quantify {out}")
 
 
 @app.command()
@@ -523,6 +555,26 @@ def batch(
          + f"; per study: {out / 'studies'}", console=con)
     if summary.failed:
         raise BatchError(f"{c['failed']} of {n} studies failed: see {out / 'failures.csv'} and {out / 'logs'}")
+
+
+@app.command()
+def export(
+    results: Path = typer.Argument(..., help="Results folder of spectrack quantify (study.json, labels/)."),
+    fmt: str = typer.Option(..., "--format", "-f", help="seg (DICOM-SEG) | rtstruct (RT Structure Set) | nifti."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RESULTS/export",
+                                       help="Folder to write into."),
+    timepoint: Optional[List[int]] = typer.Option(None, "--timepoint", "-t", show_default="all",
+                                                  help="Time point to export (repeat for several)."),
+):
+    """Write the regions each time point was quantified with as DICOM-SEG, RTSTRUCT (on its CT) or NIfTI."""
+    from .regions.export import FORMATS, export_regions
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(('seg', 'rtstruct', 'nifti'))}, got {fmt!r}",
+                                 param_hint="'--format'")
+    paths, warnings = export_regions(results, fmt, out, timepoints=timepoint or None)
+    _warn(warnings)
+    _wrote(paths)
 
 
 @app.command()

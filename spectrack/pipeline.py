@@ -18,7 +18,7 @@ from .io_utils import atomic_path, atomic_write_text
 from .load.model import Series, Study
 from .settings import Settings
 
-__all__ = ["run_study", "StudyResult", "describe_study", "Cancelled", "STAGES", "injected_regions"]
+__all__ = ["run_study", "StudyResult", "describe_study", "write_label_maps", "Cancelled", "STAGES", "injected_regions"]
 
 STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
 
@@ -160,6 +160,83 @@ def injected_regions(label_map, setting: str | None = None) -> tuple[list[str], 
     return ["injection_site", around[0]], f"injection_site and the region it lies in ({around[0]})"
 
 
+def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple[dict[str, Path], list[dict]]:
+    """Write the label map each time point was quantified with, on its emission grid.
+
+    Parameters
+    ----------
+    study : Study
+        The quantified study.
+    labels_per_timepoint : list of LabelMap
+        The labels on each emission grid (``QuantResult.labels_per_timepoint``).
+    out_dir : path-like
+        The results folder: files go to ``labels/`` in it.
+
+    Returns
+    -------
+    outputs : dict
+        ``{"labels/tp<N>_labels.nii.gz": path, ...}`` (the NIfTI, its names
+        TSV, and the own masks of overlapping regions).
+    listing : list of dict
+        For ``study.json``: per time point the files (relative to the results
+        folder), SHA-256, grid, the emission series and the CT it lies with
+        (series UID and files, for ``spectrack export``).
+
+    Notes
+    -----
+    ``tp<N>_labels.nii.gz`` holds an exclusive partition; a region whose own
+    shape overlaps another's (a BODY outline around organs) was quantified
+    over its own mask, written as ``tp<N>_mask_<index>_<name>.nii.gz``.
+    """
+    from .io_utils import sha256_file
+    from .regions.labels import LabelMap, write_label_map
+
+    out = Path(out_dir)
+    outputs: dict[str, Path] = {}
+    listing = []
+
+    def series_ref(s):
+        if s is None:
+            return None
+        files = [Path(f).resolve() for f in s.files]
+        return {"modality": s.modality, "description": s.describe(), "series_uid": s.get("series_uid"),
+                "frame_of_reference_uid": s.get("frame_of_reference_uid"),
+                "format": "nifti" if files and files[0].name.endswith((".nii", ".nii.gz")) else "dicom",
+                "files": [str(f) for f in files]}
+
+    for n, (tp, lab) in enumerate(zip(study.timepoints, labels_per_timepoint)):
+        nii = write_label_map(lab, out / "labels" / f"tp{n}_labels.nii.gz")
+        tsv = nii.with_name(f"tp{n}_labels.tsv")
+        outputs[nii.relative_to(out).as_posix()] = nii
+        outputs[tsv.relative_to(out).as_posix()] = tsv
+        masks = []
+        for idx, m in sorted(lab.overlaps.items()):
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in lab.names[idx])
+            own = LabelMap(lab.image.with_array(m.astype("int16") * idx, units="label"), {idx: lab.names[idx]})
+            mp = write_label_map(own, out / "labels" / f"tp{n}_mask_{idx}_{safe}.nii.gz")
+            outputs[mp.relative_to(out).as_posix()] = mp
+            outputs[mp.with_name(mp.name[:-7] + ".tsv").relative_to(out).as_posix()] = mp.with_name(mp.name[:-7] + ".tsv")
+            masks.append({"index": idx, "name": lab.names[idx], "file": mp.relative_to(out).as_posix(),
+                          "names": mp.with_name(mp.name[:-7] + ".tsv").relative_to(out).as_posix()})
+        img = lab.image
+        listing.append({
+            "timepoint": n,
+            "file": nii.relative_to(out).as_posix(),
+            "names": tsv.relative_to(out).as_posix(),
+            "sha256": sha256_file(nii),
+            "grid": {"shape_ijk": list(img.shape_ijk), "spacing_mm": img.spacing_mm.tolist(),
+                     "origin_mm_lps": img.origin_mm.tolist(), "direction": img.direction.tolist()},
+            "regions": {str(k): v for k, v in sorted(lab.names.items())},
+            "own_masks": masks,
+            "emission": series_ref(tp.emission),
+            "ct": series_ref(tp.ct),
+        })
+    for m in listing:  # the emission's own file list is long and not needed to place the regions
+        if m["emission"] is not None:
+            m["emission"].pop("files")
+    return outputs, listing
+
+
 def run_study(
     path,
     settings: Settings | dict | None = None,
@@ -179,9 +256,14 @@ def run_study(
         Study folder, study file or single image (see :func:`spectrack.load_study`).
     settings : Settings or dict, optional
         Options (see :class:`spectrack.settings.Settings`); a dict is validated.
+        The study's study file (``spectrack.toml`` in the folder, or ``path``
+        itself) fills the settings not given on purpose
+        (:func:`spectrack.settings.apply_study_file`); ``study.json`` records
+        it under ``study_file``.
     out_dir : path-like, optional
-        Where to write ``regions.csv``, ``study.json`` (and the report);
-        nothing is written when ``None``.
+        Where to write ``regions.csv``, ``study.json``, the label maps used
+        (``labels/``, see :func:`write_label_maps`) and the report; nothing is
+        written when ``None``.
     labels : LabelMap or path, optional
         Regions; overrides ``settings.labels``.
     study : Study, optional
@@ -204,17 +286,24 @@ def run_study(
 
     from .settings import settings_from_mapping
 
+    from .settings import apply_study_file
+
     if settings is None:
         settings = Settings()
     elif isinstance(settings, dict):
         settings = settings_from_mapping(settings)
     elif isinstance(settings, Settings):  # built directly: the same checks as a dict or the command line
+        from .settings import with_given
+
         given = {k: v for k, v in dataclasses.asdict(settings).items() if k != "extra"}
-        settings = dataclasses.replace(settings_from_mapping(given, where="settings"), extra=dict(settings.extra))
+        checked = dataclasses.replace(settings_from_mapping(given, where="settings"), extra=dict(settings.extra))
+        settings = with_given(checked, settings.given)
     else:
         from .errors import InputError
 
         raise InputError(f"settings must be a Settings or a dict, not {type(settings).__name__}")
+    # the study's own study file (spectrack.toml beside the images) fills what was not given on purpose
+    settings, study_file = apply_study_file(settings, study.path if study is not None else path)
     if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
         from .settings import is_label_pattern, labels_for_study
 
@@ -226,7 +315,7 @@ def run_study(
             if where is None:
                 raise InputError(f"labels {lab_setting} is a per-study pattern: give the study path")
             lab_setting = labels_for_study(lab_setting, where)
-        settings = dataclasses.replace(settings, labels=str(Path(lab_setting).resolve()))
+        settings = settings.replace(labels=str(Path(lab_setting).resolve()))
 
     def step(stage, frac):
         if cancel is not None and cancel():
@@ -380,7 +469,7 @@ def run_study(
                       **{k: v for k, v in sp.attrs.items()}}
         neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
     step("report", 0.85)
-    inputs = study.input_files + label_inputs
+    inputs = study.input_files + label_inputs + ([Path(study_file["path"])] if study_file else [])
     meta = {
         "study": describe_study(study),
         "dose": details.params.to_json(),
@@ -396,6 +485,8 @@ def run_study(
         "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
         else None,
         "columns": TABLE_COLUMNS,
+        "study_file": study_file,
+        "label_maps": [],
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
@@ -420,6 +511,8 @@ def run_study(
             from .regions.neuraxis import write_profile
 
             result.outputs.update(write_profile(neuraxis, out))
+        written, meta["label_maps"] = write_label_maps(study, details.labels_per_timepoint, out)
+        result.outputs.update(written)
         result.outputs["study.json"] = write_json(out / "study.json", meta)
         if settings.report:
             try:

@@ -17,9 +17,9 @@ _PACKAGES = ("numpy", "scipy", "pandas", "pydicom", "nibabel", "SimpleITK", "sci
 
 
 def hash_inputs(paths) -> dict[str, str]:
-    """``{path: sha256}`` of every input file (sorted, de-duplicated)."""
+    """``{absolute path: sha256}`` of every input file (sorted, de-duplicated)."""
     out = {}
-    for p in sorted({str(Path(p)) for p in paths}):
+    for p in sorted({str(Path(p).resolve()) for p in paths}):
         if Path(p).is_file():
             out[p] = sha256_file(p)
     return out

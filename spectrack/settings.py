@@ -18,7 +18,8 @@ from typing import Any
 from .errors import InputError
 
 __all__ = ["Settings", "SettingError", "SPECIES", "ALIASES", "settings_from_mapping", "read_settings_file",
-           "option_name", "labels_for_study", "is_label_pattern"]
+           "option_name", "labels_for_study", "is_label_pattern", "given_keys", "with_given", "STUDY_FILE_NAMES",
+           "find_study_file", "read_study_file_settings", "apply_study_file"]
 
 
 #: Species with a preset (automatic regions, phantom, default PSF FWHM); ``--species`` and
@@ -102,6 +103,20 @@ class Settings:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def given(self) -> frozenset:
+        """The fields set on purpose (an option, a settings file, a manifest column, a mapping's key).
+
+        Recorded by :func:`settings_from_mapping` and the command line; a field
+        that differs from its default counts as given too. A study file
+        (:func:`apply_study_file`) fills only the fields not given.
+        """
+        return given_keys(self)
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with ``changes``, keeping what was given on purpose (:func:`dataclasses.replace` forgets it)."""
+        return with_given(dataclasses.replace(self, **changes), self.given)
 
     def datetime(self, name: str) -> dt.datetime | None:
         v = getattr(self, name)
@@ -316,7 +331,7 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
         if k == "resolution" and base is not None and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
-    s = Settings(**out)
+    s = with_given(Settings(**out), out)
     for name in ("injection_time", "injected_measured_at", "residual_time"):
         try:
             s.datetime(name)  # validates the format now, not mid-run
@@ -350,3 +365,162 @@ def read_settings_file(path) -> Settings:
     if isinstance(data.get("spectrack"), dict):
         data = data["spectrack"]
     return settings_from_mapping(data, where=str(path), base=path.parent)
+
+
+# ---------------------------------------------------------------- what was given on purpose
+
+_DEFAULTS: dict | None = None
+
+
+def _defaults() -> dict:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = dataclasses.asdict(Settings())
+    return _DEFAULTS
+
+
+def given_keys(settings: Settings) -> frozenset:
+    """The fields of ``settings`` given on purpose (see :attr:`Settings.given`)."""
+    recorded = getattr(settings, "_given", frozenset())
+    default = _defaults()
+    changed = {k for k, v in dataclasses.asdict(settings).items() if k != "extra" and v != default[k]}
+    return frozenset(recorded) | changed
+
+
+def with_given(settings: Settings, keys) -> Settings:
+    """``settings`` recording ``keys`` (field names) as given on purpose; returns ``settings``.
+
+    A value given on purpose that equals the default (``--calibration auto``,
+    ``--no-pvc``) still overrides a study file.
+    """
+    keys = {ALIASES.get(str(k).replace("-", "_"), str(k).replace("-", "_")) for k in keys}
+    object.__setattr__(settings, "_given", frozenset(k for k in keys if k in _FIELDS and k != "extra"))
+    return settings
+
+
+# ---------------------------------------------------------------- the study file
+
+#: Names of the study file looked for in a study folder (the first found is used).
+STUDY_FILE_NAMES = ("spectrack.toml", "study.toml", "spectrack.json")
+#: Study-file keys that are not settings: read by :func:`spectrack.load.load_study`.
+LOADER_KEYS = ("timepoints", "images", "units")
+#: Settings the loader and the dose resolution read from the study file themselves (naming it as their
+#: source); :func:`apply_study_file` checks them but leaves them to those steps.
+READ_WHERE_USED = ("subject", "injected_mbq", "injection_time", "half_life_h", "radionuclide")
+
+
+def find_study_file(path) -> Path | None:
+    """The study file of a study: ``path`` itself (a ``.toml``/``.json`` file), or one of
+    :data:`STUDY_FILE_NAMES` in the folder ``path``; ``None`` otherwise (also for a list of files)."""
+    if path is None or isinstance(path, (list, tuple)):
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p if p.suffix.lower() in (".toml", ".json") else None
+    if p.is_dir():
+        for name in STUDY_FILE_NAMES:
+            if (p / name).is_file():
+                return p / name
+    return None
+
+
+def _read_mapping(path: Path, what: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{what} {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path} must hold a table of keys (sensitivity = 30, labels = \"...\")")
+    return data
+
+
+def read_study_file_settings(path) -> tuple[Settings, dict]:
+    """The settings a study file gives, validated.
+
+    Parameters
+    ----------
+    path : path-like
+        A study file (see :func:`spectrack.load.read_study_file`): settings-file
+        keys (``sensitivity = 30``, ``labels = "labels.nii.gz"``...) beside the
+        loader's own keys (:data:`LOADER_KEYS`). Relative ``labels`` are
+        relative to the file.
+
+    Returns
+    -------
+    settings : Settings
+        With :attr:`Settings.given` the keys the file gives.
+    raw : dict
+        The file's settings keys as written (without the loader keys).
+
+    Raises
+    ------
+    InputError
+        An unreadable file, an unknown key (the closest known one is named) or
+        a bad value (exit 3).
+    """
+    path = Path(path)
+    data = _read_mapping(path, "study file")
+    raw = {k: v for k, v in data.items() if k not in LOADER_KEYS}
+    return settings_from_mapping(raw, where=f"study file {path}", base=path.parent), raw
+
+
+def apply_study_file(settings: Settings, path) -> tuple[Settings, dict | None]:
+    """Fill the settings not given on purpose from the study's study file.
+
+    Parameters
+    ----------
+    settings : Settings
+        The run's settings; the fields in :attr:`Settings.given` (options,
+        settings file, manifest) win over the study file.
+    path : path-like
+        The study (folder or study file); see :func:`find_study_file`.
+
+    Returns
+    -------
+    settings : Settings
+        The settings to run with (the same object when there is no study file).
+    record : dict or None
+        For ``study.json``: ``path``, ``sha256``, ``settings`` (what the file
+        gives), ``used`` (the keys taken from it) and ``overridden``
+        (``{key: {"study_file": value, "used": value}}``); ``None`` without a
+        study file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "spectrack.toml").write_text('sensitivity = 30\\ncalibration = "fov"\\n')
+    ...     s, rec = apply_study_file(settings_from_mapping({"calibration": "auto"}), d)
+    >>> s.sensitivity_cps_per_mbq, s.calibration, rec["overridden"]
+    (30.0, 'auto', {'calibration': {'study_file': 'fov', 'used': 'auto'}})
+    """
+    from .io_utils import sha256_file
+
+    sf = find_study_file(path)
+    if sf is None:
+        return settings, None
+    own, _ = read_study_file_settings(sf)
+    given = settings.given
+    file_keys = sorted(own.given)
+    used, overridden, changes = [], {}, {}
+    for k in file_keys:
+        mine, theirs = getattr(settings, k), getattr(own, k)
+        if k in given and mine != theirs:
+            overridden[k] = {"study_file": theirs, "used": mine}
+            continue
+        used.append(k)
+        if k not in READ_WHERE_USED:
+            changes[k] = theirs
+    out = settings.replace(**changes) if changes else settings
+    record = {"path": str(sf.resolve()), "sha256": sha256_file(sf),
+              "settings": {k: getattr(own, k) for k in file_keys}, "used": used, "overridden": overridden}
+    return out, record

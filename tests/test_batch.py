@@ -368,7 +368,8 @@ def test_every_study_failed_says_so_and_writes_no_cohort(tmp_path, capsys, nifti
 
 
 def _sample_study_copy(dest, *, broken=False):
-    """The bundled sample's DICOM export and label map in a study folder (``broken``: without the SPECTs)."""
+    """The bundled sample as a self-describing study folder: its study file, DICOM export and label map
+    (``broken``: without the SPECTs)."""
     import shutil
 
     import pydicom
@@ -376,14 +377,25 @@ def _sample_study_copy(dest, *, broken=False):
     from spectrack.phantom.sample import sample_study
 
     info = sample_study()
-    shutil.copytree(info["path"], dest)
-    for ext in (".nii.gz", ".tsv"):
-        shutil.copy(info["labels"].with_name("labels" + ext), dest / ("labels" + ext))
+    shutil.copytree(info["path"], dest / "dicom")
+    for name in ("spectrack.toml", "labels.nii.gz", "labels.tsv"):
+        shutil.copy(info["study"] / name, dest / name)
     if broken:
-        for f in dest.iterdir():
-            if f.suffix not in (".gz", ".tsv") and pydicom.dcmread(f, stop_before_pixels=True).Modality == "NM":
+        for f in (dest / "dicom").iterdir():
+            if pydicom.dcmread(f, stop_before_pixels=True).Modality == "NM":
                 f.unlink()
     return json.loads(Path(info["truth"]).read_text())
+
+
+def _readme_batch_command() -> list[str]:
+    """The README's first batch command (one study per subfolder of ROOT), as written."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [ln for ln in readme.splitlines() if re.match(r"^spectrack batch ROOT -o OUT\b", ln)]
+    assert lines, "the README shows no 'spectrack batch ROOT -o OUT ...' command"
+    return shlex.split(lines[0], comments=True)
 
 
 def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
@@ -400,8 +412,11 @@ def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "FORCE_TERMINAL")}
     env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "plugins"), env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-m", "spectrack", "batch", str(root), "-o", str(out), "--workers", "2",
-                        "--sensitivity", "30"], capture_output=True, text=True, env=env, timeout=600)
+    cmd = _readme_batch_command()
+    assert cmd[:2] == ["spectrack", "batch"] and "--workers" in cmd
+    args = [{"ROOT": str(root), "OUT": str(out)}.get(a, a) for a in cmd[2:]]
+    r = subprocess.run([sys.executable, "-m", "spectrack", "batch", *args], capture_output=True, text=True,
+                       env=env, timeout=600)
     assert r.returncode == 7, r.stderr
     assert "3 studies: 2 done, 0 skipped, 1 failed" in r.stdout
     assert re.search(r"failed nhp_broken: .*no (SPECT|emission)", r.stdout, re.I), r.stdout
@@ -417,14 +432,18 @@ def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
     assert log[-2] == "batch: writing the cohort outputs"
     assert re.match(r"batch: finished \(\d+\.\d s elapsed\)$", log[-1])
     assert "━" not in r.stderr
+    failures = list(csv.DictReader(open(out / "failures.csv")))
+    assert [f["study"] for f in failures] == ["nhp_broken"]
 
-    rc = main(["quantify", str(root / "nhp_a"), "--sensitivity", "30", "--labels", "{study}/labels.nii.gz",
-               "-o", str(tmp_path / "single"), "-q"])
+    rc = main(["quantify", str(root / "nhp_a"), "-o", str(tmp_path / "single"), "-q"])  # its study file
     assert rc == 0, capsys.readouterr().err
     single = pd.read_csv(tmp_path / "single" / "regions.csv")
     for sid in ("nhp_a", "nhp_b"):
         got = pd.read_csv(out / "studies" / sid / "regions.csv")
         pd.testing.assert_frame_equal(got, single)
+        rec = json.loads((out / "studies" / sid / "study.json").read_text())["study_file"]
+        assert rec["path"] == str((root / sid / "spectrack.toml").resolve())
+        assert rec["used"] == ["calibration", "labels", "sensitivity_cps_per_mbq", "species"]
         for tp in truth["timepoints"]:
             for name, reg in tp["regions"].items():
                 row = got[(got["timepoint"] == tp["index"]) & (got["region"] == name)]

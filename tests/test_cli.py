@@ -371,3 +371,29 @@ def test_readme_lists_every_regions_csv_column(tmp_path, capsys, nifti_study):
     documented = _readme_columns()
     assert header - documented == set(), "columns written but not in the README table"
     assert documented - header == set(), "README lists columns that are not written"
+
+
+@pytest.mark.parametrize("args", [
+    ["quantify", "x", "--species", "mouse"],
+    ["quantify", "x", "--auto-regions", "mouse"],
+    ["batch", "x", "-o", "out", "--species", "mouse"],
+    ["batch", "x", "-o", "out", "--auto-regions", "mouse"],
+    ["phantom", "out", "--preset", "mouse"],
+])
+def test_a_species_that_does_not_exist_is_refused_alike(capsys, args):
+    """--species, --auto-regions (quantify and batch) and the phantom's --preset refuse one same way (exit 2)."""
+    rc, out, err = _run(capsys, args)
+    assert rc == 2
+    flag = args[-2]
+    assert f"Invalid value for '{flag}': must be one of rat, nhp, human, got 'mouse'" in err
+
+
+@pytest.mark.parametrize("key", ["species", "auto_regions"])
+def test_a_species_that_does_not_exist_in_a_study_file(tmp_path, capsys, nifti_study, key):
+    """The same words from a study file (a bad input file: exit 3, one line naming the file)."""
+    nifti_study(tmp_path / "s")
+    (tmp_path / "s" / "spectrack.toml").write_text(f'labels = "labels.nii.gz"\n{key} = "mouse"\n')
+    rc, out, err = _run(capsys, ["quantify", str(tmp_path / "s"), "-q", "--no-report", "-o", str(tmp_path / "o")])
+    assert rc == 3
+    (line,) = [ln for ln in err.splitlines() if "error" in ln]
+    assert "spectrack.toml" in line and f"{key} must be one of rat, nhp, human, got 'mouse'" in line, line

@@ -109,11 +109,12 @@ def test_warning_reaches_study_json_and_report(both, tmp_path):
 
 
 def test_cli_on_phantom_folder_quantifies_each_scan_once(tmp_path, capsys):
-    """`spectrack quantify` on what `spectrack phantom` wrote (both formats, default)."""
+    """`spectrack quantify` on both formats of what `spectrack phantom` wrote (its study file reads dicom/ only)."""
     assert main(["phantom", str(tmp_path / "ph"), "--preset", "rat"]) == 0
     truth = json.loads((tmp_path / "ph" / "truth.json").read_text())
     capsys.readouterr()
-    rc = main(["quantify", str(tmp_path / "ph"), "--labels", str(tmp_path / "ph" / "labels.nii.gz"),
+    rc = main(["quantify", str(tmp_path / "ph" / "dicom"), str(tmp_path / "ph" / "nifti"),
+               "--labels", str(tmp_path / "ph" / "labels.nii.gz"),
                "--sensitivity", str(truth["sensitivity_cps_per_mbq"]), "-o", str(tmp_path / "res"), "--no-report"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
@@ -285,13 +286,18 @@ def test_differing_ct_with_same_start_is_kept_without_error(both, tmp_path):
 
 
 def test_bundled_sample_folder_has_six_scans():
-    """The issue's case: sample_data/nhp_study/ as a whole (DICOM and NIfTI of 6 scans) is 6 time points."""
+    """The issue's case: both copies of sample_data/nhp_study/ (DICOM and NIfTI of 6 scans) are 6 time points;
+    the folder as a whole reads the DICOM export its study file names, with nothing to skip."""
     from spectrack.phantom.sample import sample_study
 
     info = sample_study()
     truth = json.loads(info["truth"].read_text())
-    study = load_study(info["path"].parent)
+    study = load_study([info["path"], info["nifti"]])
     assert [tp.acquisition_start.isoformat() for tp in study.timepoints] == \
         [tp["acquisition_start"] for tp in truth["timepoints"]]
     skipped = [w for w in study.warnings if w.startswith("skipped NIfTI nifti/")]
     assert len(skipped) == 2 * len(truth["timepoints"])  # each scan's SPECT and CT copy
+    whole = load_study(info["study"])
+    assert [tp.acquisition_start for tp in whole.timepoints] == [tp.acquisition_start for tp in study.timepoints]
+    assert not [w for w in whole.warnings if w.startswith("skipped")]
+    assert all(str(f).startswith(str(info["path"])) for f in whole.input_files)

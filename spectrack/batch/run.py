@@ -244,7 +244,13 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
     tb = None
     handler = _ListHandler()
     tmp = out_root / "studies" / f".tmp-{sid}-{uuid.uuid4().hex[:8]}"
+    given = frozenset(spec.get("given") or ())
     try:
+        from ..settings import apply_study_file, with_given
+
+        # the study's own study file fills what the batch did not give (before the labels are looked for)
+        effective, _ = apply_study_file(with_given(Settings(**settings), given), path)
+        settings, given = effective.to_dict(), effective.given
         if settings.get("labels"):
             from ..settings import labels_for_study
 
@@ -268,7 +274,8 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = run_study(path, Settings(**settings), out_dir=tmp, command=spec.get("command"))
+                res = run_study(path, with_given(Settings(**settings), given), out_dir=tmp,
+                                command=spec.get("command"))
         finally:
             spk.removeHandler(handler)
         warn_lines += [str(w) for w in res.metadata.get("warnings", [])]
@@ -443,7 +450,7 @@ def run_batch(
             if not Path(lab).exists():
                 raise InputError(f"labels {lab} (study {s.study_id}) does not exist: check the path, or give a "
                                  "per-study pattern such as '{study}/labels.nii.gz'")
-            s.settings = dataclasses.replace(s.settings, labels=str(Path(lab).resolve()))
+            s.settings = s.settings.replace(labels=str(Path(lab).resolve()))
     (out / "studies").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     _clean_stale(out)

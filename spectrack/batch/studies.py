@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..settings import Settings, settings_from_mapping
+from ..settings import Settings, settings_from_mapping, with_given
 
 __all__ = ["BatchStudy", "discover_studies", "read_manifest", "find_label_map", "resolve_studies"]
 
@@ -46,7 +46,8 @@ class BatchStudy:
 
     def to_spec(self) -> dict:
         """Plain, picklable description sent to a worker."""
-        return {"study": self.study_id, "path": str(self.path), "settings": self.settings.to_dict()}
+        return {"study": self.study_id, "path": str(self.path), "settings": self.settings.to_dict(),
+                "given": sorted(self.settings.given)}
 
 
 def _safe_id(name: str) -> str:
@@ -192,7 +193,8 @@ def read_manifest(manifest, settings: Settings | None = None) -> list[BatchStudy
         p = p if p.is_absolute() else (base / p)
         own = settings_from_mapping(row, where=where, base=base)
         given = {k.replace("-", "_") for k, v in row.items() if v is not None and v != ""}
-        merged = dataclasses.replace(settings, **{k: getattr(own, k) for k in given})
+        merged = with_given(dataclasses.replace(settings, **{k: getattr(own, k) for k in given}),
+                            settings.given | own.given)
         if sid not in (None, ""):
             sid = str(sid)
             if not _ID_OK.match(sid):

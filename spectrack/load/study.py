@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from ..errors import InconsistentInputError, InputError
+from ..settings import STUDY_FILE_NAMES as _STUDY_FILE_NAMES
 from .duplicates import drop_duplicate_scans
 from .model import Series, Study, TimePoint
 from .nifti import (find_nifti_files, is_label_file, parse_datetime, read_nifti_series, read_scans_tsv)
@@ -32,7 +33,6 @@ __all__ = ["load_study", "load_series", "read_study_file", "NOMINAL_DATE"]
 #: Date used when only times relative to injection are known.
 NOMINAL_DATE = dt.date(2000, 1, 1)
 _PAIR_WINDOW = dt.timedelta(hours=2)
-_STUDY_FILE_NAMES = ("spectrack.toml", "study.toml", "spectrack.json")
 
 
 def _is_probably_dicom_candidate(p: Path) -> bool:
@@ -271,8 +271,18 @@ def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
         time_h = 0.5                         # or acquisition_start = "2026-03-14T22:10"
         duration_s = 900                     # optional
 
-    Paths are relative to the study file. Returns the series, the study-level
-    settings (options) and warnings.
+    Paths are relative to the study file. Without ``[[timepoints]]`` the file
+    describes the images beside it: those of its folder, or of the folders or
+    files listed as ``images`` (``images = "dicom"``), are loaded as a study
+    folder would be, and the file gives the settings they do not say
+    (``sensitivity = 30``, ``calibration``, ``labels``, ``species``...; any
+    settings-file key, see :func:`spectrack.settings.apply_study_file`)::
+
+        images = "dicom"                     # optional: default the whole folder
+        labels = "labels.nii.gz"
+        sensitivity = 30
+
+    Returns the series, the study-level settings (options) and warnings.
     """
     path = Path(path)
     try:
@@ -284,13 +294,32 @@ def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
             data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read study file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"study file {path} must hold a table of keys (images, labels, sensitivity, timepoints...)")
     tps = data.get("timepoints")
-    if not isinstance(tps, list) or not tps:
-        raise InputError(f"study file {path} has no [[timepoints]] entries: list each time point's images")
     series: list[Series] = []
     warnings: list[str] = []
-    settings = {k: v for k, v in data.items() if k != "timepoints"}
+    settings = {k: v for k, v in data.items() if k not in ("timepoints", "images")}
     base = path.parent
+    if tps is None:  # the images beside the file (or those it names), read as a study folder
+        images = data.get("images", ".")
+        images = [images] if isinstance(images, str) else images
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
+            raise InputError(f"study file {path}: images must be a folder or file name, or a list of them "
+                             f"(relative to the study file), got {data.get('images')!r}")
+        for rel in images:
+            p = base / rel
+            if not p.exists():
+                raise InputError(f"study file {path}: images {rel!r} does not exist in {base}: name the folder "
+                                 "of the study's images (relative to the study file)")
+            s_list, w = load_series(p)
+            series += s_list
+            warnings += [x for x in w if x not in warnings]
+        return series, settings, warnings
+    if "images" in data:
+        raise InputError(f"study file {path} has both images and [[timepoints]]: give one of them")
+    if not isinstance(tps, list) or not tps:
+        raise InputError(f"study file {path} has no [[timepoints]] entries: list each time point's images")
     inj = settings.get("injection_time")
     inj_dt = parse_datetime(inj, f"injection_time in {path}") if inj else None
     for n, tp in enumerate(tps):
@@ -419,8 +448,11 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
     if len(ids) > 1:
         raise InconsistentInputError(f"{path} holds images of {len(ids)} subjects ({', '.join(sorted(ids))}): "
                                      "put each subject's images in its own folder (or use 'spectrack batch')")
-    subj = subject or settings.get("subject") or (ids.pop() if ids else None) or \
-        (root.stem if root.is_file() else root.name)
+    if root.is_file():  # a study file: its stem names the study, unless it has one of the usual names
+        folder_name = root.parent.resolve().name if root.name in _STUDY_FILE_NAMES else root.stem
+    else:
+        folder_name = root.name
+    subj = subject or settings.get("subject") or (ids.pop() if ids else None) or folder_name
 
     kept = {id(s) for s in drop_duplicate_scans(series, warnings, root=root)}
     emissions = [s for s in emissions if id(s) in kept]

@@ -695,7 +695,8 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                subject_id: str | None = None, injection_datetime=None, injected_mbq: float | None = None,
                sensitivity_cps_per_mbq: float | None = None, frame_duration_s=None, jitter: float = 1.0,
                geometry: dict | None = None, tracer_front_mm=None,
-               half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact", camera=None) -> dict:
+               half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact", camera=None,
+               study_file: bool = False) -> dict:
     """Write a phantom study (DICOM and/or NIfTI, labels, truth) and return its truth.
 
     Parameters are those of :func:`make_phantom`, plus
@@ -704,6 +705,9 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
         Folder to write (created; files of an earlier run are overwritten).
     formats : sequence of {'dicom', 'nifti'}
         What to write.
+    study_file : bool
+        Also write ``spectrack.toml`` (see :func:`study_file_text`), so that
+        ``spectrack quantify OUT`` needs no option.
 
     Notes
     -----
@@ -721,6 +725,9 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
         Each time point's labels on its own SPECT grid (moved anatomy).
     ``truth.json``
         Everything exact (see :data:`TRUTH_BASIS`).
+    ``spectrack.toml``
+        With ``study_file``: the images to read and what they do not say
+        (labels, calibration and sensitivity, species, PSF).
 
     Returns
     -------
@@ -787,6 +794,38 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
     if "dicom" in formats:
         files["dicom"] = "dicom/"
         files["dicom_files"] = names.count
+    if study_file:
+        atomic_write_text(out / "spectrack.toml", study_file_text(b, formats))
+        files["study_file"] = "spectrack.toml"
     truth["files"] = files
     atomic_write_text(out / "truth.json", json.dumps(truth, indent=1, allow_nan=False) + "\n")
     return truth
+
+
+def study_file_text(b: "_Builder", formats) -> str:
+    """The ``spectrack.toml`` of a phantom study: what its images do not say.
+
+    Its keys are settings-file keys (``spectrack quantify --help``) plus
+    ``images``: the DICOM export when written (``nifti/`` holds the same scans),
+    else ``nifti``.
+    """
+    images = "dicom" if "dicom" in formats else "nifti"
+    other = " (nifti/ holds the same scans as NIfTI)" if images == "dicom" and "nifti" in formats else ""
+    lines = [
+        "# spectrack study file: what the images of this study do not say. spectrack quantify, batch and",
+        "# run_study read it when given this folder; options on the command line override it.",
+        "# Keys are those of a settings file (spectrack quantify --help).",
+        f'images = "{images}"' + f"  # the images to read{other}",
+        'labels = "labels.nii.gz"  # region names in labels.tsv',
+    ]
+    if b.units == "counts":
+        lines += ['calibration = "sensitivity"',
+                  f"sensitivity = {b.sensitivity!r}  # cps/MBq: the system volume sensitivity of the counts"]
+    else:
+        lines += ['calibration = "image"  # the images hold Bq/mL']
+    lines.append(f'species = "{b.pre.name}"')
+    if b.psf > 0:
+        lines.append(f"psf_fwhm_mm = {b.psf!r}  # reconstructed resolution, for --pvc")
+    if any(m is not None for m in b.motion):
+        lines.append("register = true  # the subject moves between scans; the labels are on time point 0")
+    return "\n".join(lines) + "\n"

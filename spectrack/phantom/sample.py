@@ -20,6 +20,7 @@ SAMPLE_ARGS: dict = {
     "units": "counts",
     "formats": ("dicom", "nifti"),
     "subject_id": "NHP-PHANTOM-01",
+    "study_file": True,
 }
 
 #: Where the committed sample lives in a source checkout.
@@ -46,10 +47,13 @@ def sample_study(path=None) -> dict:
     Returns
     -------
     dict
-        ``path`` (the DICOM folder to quantify), ``nifti`` (the NIfTI folder),
-        ``truth`` (``truth.json``), ``labels`` and ``settings`` (a mapping for
-        :func:`spectrack.settings.settings_from_mapping`: the labels and the
-        known sensitivity).
+        ``study`` (the sample folder: its study file ``spectrack.toml`` names
+        the DICOM export, the labels and the sensitivity, so it quantifies with
+        no option), ``path`` (the DICOM folder), ``nifti`` (the NIfTI folder),
+        ``truth`` (``truth.json``), ``labels`` and ``settings`` (what the study
+        file says, as a mapping for
+        :func:`spectrack.settings.settings_from_mapping`, for ``path`` and
+        ``nifti``, which have no study file).
     """
     from .._version import __version__
 
@@ -58,11 +62,12 @@ def sample_study(path=None) -> dict:
         if not (path / "truth.json").exists():
             path = Path(tempfile.gettempdir()) / f"spectrack-sample-{__version__}" / "nhp_study"
     path = Path(path)
-    if not (path / "truth.json").exists():
+    if not (path / "truth.json").exists() or not (path / "spectrack.toml").exists():
         write_sample(path)
     truth = json.loads((path / "truth.json").read_text(encoding="utf-8"))
     labels = path / "labels.nii.gz"
     return {
+        "study": path,
         "path": path / "dicom",
         "nifti": path / "nifti",
         "truth": path / "truth.json",
