@@ -247,10 +247,10 @@ def _stage_progress(label: str):
         log.info("%s: finished (%.1f s elapsed)", label, time.perf_counter() - t0)
 
 
-def _run_with_progress(fn, path, settings, out, command=None):
+def _run_with_progress(fn, path, settings, out, command=None, force=False):
     label = Path(path[0] if isinstance(path, list) else path).name
     with _stage_progress(label) as cb:
-        return fn(path, settings, out_dir=out, progress=cb, command=command)
+        return fn(path, settings, out_dir=out, progress=cb, command=command, force=force)
 
 
 def print_table(table) -> None:
@@ -383,6 +383,8 @@ def quantify(
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
     config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table."),
+    force: bool = typer.Option(False, "--force", help="Replace files in the output folder that spectrack did not write "
+                                                       "(refused by default)."),
     *,
     options,
 ):
@@ -390,7 +392,8 @@ def quantify(
     from .pipeline import run_study
 
     settings = options.settings(config)
-    res = _run_with_progress(run_study, _study_arg(study), settings, out, command=["spectrack"] + sys.argv[1:])
+    res = _run_with_progress(run_study, _study_arg(study), settings, out, command=["spectrack"] + sys.argv[1:],
+                             force=force)
     if not quiet:
         print_table(res.table)
     _said_study_file(res.metadata)
@@ -401,6 +404,8 @@ def quantify(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Output folder."),
+    force: bool = typer.Option(False, "--force", help="Replace files in the output folder that spectrack did not write "
+                                                       "(refused by default)."),
 ):
     """Run the main job on the bundled sample study and print the %ID table."""
     from .phantom.sample import sample_study
@@ -410,7 +415,7 @@ def demo(
     from .pipeline import run_study
     from .settings import Settings
 
-    res = _run_with_progress(run_study, info_["study"], Settings(), out, command=["spectrack", "demo"])
+    res = _run_with_progress(run_study, info_["study"], Settings(), out, command=["spectrack", "demo"], force=force)
     print_table(res.table)
     _warn(res.metadata.get("warnings", []))
     _wrote(res.outputs.values())
@@ -427,6 +432,8 @@ def phantom(
     acquisition: str = typer.Option("exact", help="exact (ideal image, optional Gaussian blur and noise) | "
                                                   "realistic (projection with attenuation and collimator blur, "
                                                   "noise on the projections, OSEM)."),
+    force: bool = typer.Option(False, "--force", help="Replace files in the output folder that spectrack did not write "
+                                                       "(refused by default)."),
 ):
     """Write a digital phantom study (DICOM export, NIfTI study, labels, exact truth, and a study file
     spectrack.toml so that 'spectrack quantify OUT' needs no option)."""
@@ -439,8 +446,12 @@ def phantom(
         raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
     if acquisition not in ("exact", "realistic"):
         raise typer.BadParameter(f"must be exact or realistic, got {acquisition!r}", param_hint="'--acquisition'")
-    make_study(out, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise, study_file=True,
-               acquisition=acquisition)
+    from .io_utils import output_folder
+    from .phantom.core import PHANTOM_OUTPUTS
+
+    with output_folder(out, PHANTOM_OUTPUTS, force=force, command="spectrack phantom") as tmp:
+        make_study(tmp, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise,
+                   study_file=True, acquisition=acquisition)
     _say(f"wrote phantom study to {out} (settings in {out / 'spectrack.toml'}, truth in {out / 'truth.json'}); "
          f"quantify it with: spectrack quantify {out}")
 
@@ -545,9 +556,16 @@ def batch(
          console=con)
     for o in summary.failed:
         _say(f"  failed {o.study}: {o.reason}", console=con)
+    stale = [o.study for o in summary.failed if o.stale]
+    if stale:
+        _say(f"kept the earlier result of {len(stale)} failed stud{'y' if len(stale) == 1 else 'ies'} "
+             f"({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}): marked stale in cohort.csv, "
+             "left out of the statistics", console=con)
     if not summary.succeeded:
-        _say(("nothing succeeded", "red"), f": all {n} studies failed, so no cohort table or report was written; "
-             f"wrote {out / 'failures.csv'} and {out / 'batch.json'}", console=con)
+        _say(("nothing succeeded", "red"), f": all {n} studies failed, so no new cohort was computed"
+             + (" (cohort.csv lists the stale earlier results)" if stale else
+                ", and no cohort table or report was written")
+             + f"; wrote {out / 'failures.csv'} and {out / 'batch.json'}", console=con)
         raise BatchError(f"all {n} studies failed, nothing was quantified: see {out / 'failures.csv'} and "
                          f"{out / 'logs'}")
     _say(f"wrote {out / 'cohort.csv'}, {out / 'cohort.parquet'}"
@@ -572,7 +590,10 @@ def export(
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(('seg', 'rtstruct', 'nifti'))}, got {fmt!r}",
                                  param_hint="'--format'")
-    paths, warnings = export_regions(results, fmt, out, timepoints=timepoint or None)
+    from .io_utils import write_errors
+
+    with write_errors(out if out is not None else results / "export"):
+        paths, warnings = export_regions(results, fmt, out, timepoints=timepoint or None)
     _warn(warnings)
     _wrote(paths)
 

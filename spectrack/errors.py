@@ -9,7 +9,8 @@ Exit codes
 0   success
 1   unexpected internal error (a bug: please report it, with the traceback)
 2   command-line usage error (unknown option, bad option value)
-3   :class:`InputError`: a path is missing, unreadable or holds no usable image
+3   :class:`InputError`: a path is missing, unreadable or holds no usable image;
+    :class:`OutputError`: the output folder cannot be written
 4   :class:`MissingMetadataError`: a value the calculation needs is in no
     header and was not given as an option
 5   :class:`InconsistentInputError`: the inputs contradict each other or
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "SpectrackError",
     "InputError",
+    "OutputError",
     "MissingMetadataError",
     "InconsistentInputError",
     "LabelError",
@@ -55,6 +57,23 @@ class InputError(SpectrackError):
     """A path is missing, unreadable, or holds no usable image (exit 3)."""
 
     exit_code = 3
+
+
+class OutputError(InputError):
+    """The output folder cannot be written (exit 3): ``cannot write to OUT: reason``.
+
+    Parameters
+    ----------
+    out : path-like
+        The output folder, as the user gave it.
+    reason : str
+        What went wrong (the system's words: "No space left on device"), and
+        how to fix it when that is not obvious.
+    """
+
+    def __init__(self, out, reason: str):
+        self.out, self.reason = out, reason
+        super().__init__(f"cannot write to {out}: {reason}")
 
 
 class MissingMetadataError(SpectrackError):
@@ -101,7 +120,7 @@ EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (a bug)",
     2: "command-line usage error",
-    InputError.exit_code: "input missing, unreadable or without a usable image",
+    InputError.exit_code: "input missing, unreadable or without a usable image, or output not writable",
     MissingMetadataError.exit_code: "a needed value is in no header and no option",
     InconsistentInputError.exit_code: "inputs contradict each other or physics",
     LabelError.exit_code: "label map unusable",

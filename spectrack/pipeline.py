@@ -14,13 +14,19 @@ from typing import Callable
 import numpy as np
 
 from .errors import InputError, LabelError, SpectrackError
-from .io_utils import atomic_path, atomic_write_text
+from .io_utils import atomic_path, atomic_write_text, check_output_folder, output_folder
 from .load.model import Series, Study
 from .settings import Settings
 
 __all__ = ["run_study", "StudyResult", "describe_study", "write_label_maps", "Cancelled", "STAGES", "injected_regions"]
 
 STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
+
+
+#: Top-level entries :func:`run_study` may write into its results folder.
+QUANTIFY_OUTPUTS = ("regions.csv", "study.json", "kinetics.csv", "fits.csv", "labels", "transforms",
+                    "neuraxis_profile.csv", "neuraxis_front.csv", "neuraxis_spread.csv", "neuraxis_profile.png",
+                    "report.html", "figures")
 
 
 class Cancelled(SpectrackError):
@@ -247,6 +253,7 @@ def run_study(
     progress: Callable[[str, float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     command: list[str] | None = None,
+    force: bool = False,
 ) -> StudyResult:
     """Run the whole pipeline on one study.
 
@@ -273,6 +280,21 @@ def run_study(
     cancel : callable() -> bool, optional
         Polled between stages; when it returns True the run stops with
         :class:`Cancelled` and writes nothing.
+    command : list of str, optional
+        The command line, for the provenance record.
+    force : bool
+        Replace entries of ``out_dir`` named like an output (``regions.csv``,
+        ``labels``, ...) that spectrack did not write. By default such a
+        folder is refused before anything is computed.
+
+    Notes
+    -----
+    ``out_dir`` is checked before the study is loaded (a file, a folder that
+    cannot be written: :class:`~spectrack.errors.OutputError`, exit 3) and
+    written as one unit (:func:`spectrack.io_utils.output_folder`): a reader,
+    or a run killed at any moment, finds the complete earlier results or the
+    complete new ones, never a mix. Files in ``out_dir`` that spectrack did
+    not write are kept.
 
     Returns
     -------
@@ -323,6 +345,9 @@ def run_study(
         if progress is not None:
             progress(stage, frac)
 
+    writer = "spectrack demo" if command and command[1:2] == ["demo"] else "spectrack quantify"
+    if out_dir is not None:  # a bad -o fails now, not after the whole computation
+        check_output_folder(out_dir, QUANTIFY_OUTPUTS, force=force, command=writer)
     step("load", 0.0)
     if study is None:
         study = load_study(path, times_h=settings.times_h, subject=settings.subject)
@@ -492,37 +517,44 @@ def run_study(
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
                          kinetics=kin, transforms=transforms, profile=neuraxis)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "regions.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.9g")
-        result.outputs["regions.csv"] = out / "regions.csv"
-        if reg is not None:
-            from .align.register import save_transform
-
-            for i, t in enumerate(reg):
-                result.outputs[f"transform_tp{i}"] = save_transform(t, out / "transforms" / f"tp{i}.tfm")
-        if kin is not None:
-            for name, frame in (("kinetics.csv", kin.metrics), ("fits.csv", kin.fits)):
-                with atomic_path(out / name) as tmp:
-                    frame.to_csv(tmp, index=False, float_format="%.9g")
-                result.outputs[name] = out / name
-        if neuraxis is not None and len(neuraxis):
-            from .regions.neuraxis import write_profile
-
-            result.outputs.update(write_profile(neuraxis, out))
-        written, meta["label_maps"] = write_label_maps(study, details.labels_per_timepoint, out)
-        result.outputs.update(written)
-        result.outputs["study.json"] = write_json(out / "study.json", meta)
-        if settings.report:
-            try:
-                from .report import write_report
-            except ImportError:  # report package not available
-                write_report = None
-            if write_report is not None:
-                result.outputs.update(write_report(result, out))
+        with output_folder(out_dir, QUANTIFY_OUTPUTS, force=force, command=writer) as out:
+            _write_results(result, out, reg=reg, kin=kin, neuraxis=neuraxis, settings=settings)
+        final = Path(out_dir)  # the set is complete: name its files where they now are
+        result.outputs = {k: final / Path(v).relative_to(out) for k, v in result.outputs.items()}
     step("report", 1.0)
     return result
+
+
+def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settings: Settings) -> None:
+    """Write every output of :func:`run_study` into ``out`` (a folder of its own, new)."""
+    table, meta, study, details_labels = result.table, result.metadata, result.study, result.labels
+    with atomic_path(out / "regions.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.9g")
+    result.outputs["regions.csv"] = out / "regions.csv"
+    if reg is not None:
+        from .align.register import save_transform
+
+        for i, t in enumerate(reg):
+            result.outputs[f"transform_tp{i}"] = save_transform(t, out / "transforms" / f"tp{i}.tfm")
+    if kin is not None:
+        for name, frame in (("kinetics.csv", kin.metrics), ("fits.csv", kin.fits)):
+            with atomic_path(out / name) as tmp:
+                frame.to_csv(tmp, index=False, float_format="%.9g")
+            result.outputs[name] = out / name
+    if neuraxis is not None and len(neuraxis):
+        from .regions.neuraxis import write_profile
+
+        result.outputs.update(write_profile(neuraxis, out))
+    written, meta["label_maps"] = write_label_maps(study, details_labels, out)
+    result.outputs.update(written)
+    result.outputs["study.json"] = write_json(out / "study.json", meta)
+    if settings.report:
+        try:
+            from .report import write_report
+        except ImportError:  # report package not available
+            write_report = None
+        if write_report is not None:
+            result.outputs.update(write_report(result, out))
 
 
 def _pvc_fwhm(settings: Settings, kin_notes: list[str], inputs: list) -> tuple:

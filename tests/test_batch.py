@@ -78,7 +78,7 @@ def test_twelve_studies_one_corrupt_cli(tmp_path, capsys, nifti_study):
     assert not (out / "studies" / "s07").exists()
 
     cohort = pd.read_csv(out / "cohort.csv")
-    assert list(cohort.columns[:4]) == ["study", "species", "group", "dose_mg"]
+    assert list(cohort.columns[:5]) == ["study", "species", "group", "dose_mg", "stale"]
     assert sorted(cohort["study"].unique()) == sorted(set(truth) - {"s07"})
     pq = pd.read_parquet(out / "cohort.parquet")
     assert len(pq) == len(cohort) and list(pq.columns) == list(cohort.columns)
@@ -90,7 +90,9 @@ def test_twelve_studies_one_corrupt_cli(tmp_path, capsys, nifti_study):
         batch = pd.read_csv(out / "studies" / sid / "regions.csv")
         pd.testing.assert_frame_equal(batch, pd.read_csv(single.outputs["regions.csv"]))
         assert batch["pct_id"].tolist() == pd.read_csv(single.outputs["regions.csv"])["pct_id"].tolist()
-        mine = cohort[cohort["study"] == sid].drop(columns=["study", "species", "group", "dose_mg"])
+        mine = cohort[cohort["study"] == sid]
+        assert not mine["stale"].any()  # computed in this run
+        mine = mine.drop(columns=["study", "species", "group", "dose_mg", "stale"])
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), batch, check_dtype=False)
         for region in ("brain", "liver"):
             got = batch.loc[batch["region"] == region, "pct_id"].tolist()
@@ -329,7 +331,11 @@ def test_cli_batch_takes_the_study_options_on_a_given_scheduler(tmp_path, capsys
     cap = capsys.readouterr()
     assert rc == 7
     assert "failed c1: --labels {study}/regions_*.nii.gz: no file matches it in " + str(root / "c1") in cap.out
-    assert sorted(pd.read_csv(out / "cohort.csv")["study"].unique()) == ["c0"]
+    cohort = pd.read_csv(out / "cohort.csv")
+    assert sorted(cohort["study"].unique()) == ["c0", "c1"]  # c1's last good result is kept ...
+    assert cohort.groupby("study")["stale"].all().to_dict() == {"c0": False, "c1": True}  # ... marked stale
+    assert "kept the earlier result of 1 failed study (c1): marked stale" in cap.out
+    assert set(pd.read_csv(out / "cohort_stats.csv")["n"]) == {1}  # the statistics leave it out
 
 
 def test_cli_batch_bad_option_is_usage_error(tmp_path, capsys, nifti_study):
@@ -342,7 +348,8 @@ def test_cli_batch_bad_option_is_usage_error(tmp_path, capsys, nifti_study):
     assert not (tmp_path / "out").exists()
 
 
-def test_every_study_failed_says_so_and_writes_no_cohort(tmp_path, capsys, nifti_study, dask_address):
+def test_every_study_failed_says_so_and_keeps_the_earlier_results_stale(tmp_path, capsys, nifti_study,
+                                                                       dask_address):
     root, out = tmp_path / "root", tmp_path / "out"
     for i in range(2):
         nifti_study(root / f"s{i}")
@@ -355,14 +362,17 @@ def test_every_study_failed_says_so_and_writes_no_cohort(tmp_path, capsys, nifti
     cap = capsys.readouterr()
     assert rc == 7
     assert "2 studies: 0 done, 0 skipped, 2 failed" in cap.out
-    assert "nothing succeeded: all 2 studies failed, so no cohort table or report was written" in cap.out
-    assert "cohort.csv" not in cap.out.replace("no cohort table", "")
+    assert "nothing succeeded: all 2 studies failed, so no new cohort was computed" in cap.out
     (line,) = [ln for ln in cap.err.splitlines() if "spectrack: error:" in ln]
     assert "all 2 studies failed, nothing was quantified" in line
-    for name in ("cohort.csv", "cohort.parquet", "cohort_stats.csv", "qc.csv", "cohort_report.html",
-                 "figures/mean_pct_id.png"):
-        assert not (out / name).exists(), name  # the first run's cohort no longer matches the inputs
-    assert not list((out / "studies").iterdir())
+    # the first run's results are kept whole (never deleted by a failed re-run), marked stale
+    for i in range(2):
+        assert (out / "studies" / f"s{i}" / "regions.csv").is_file() and (out / "studies" / f"s{i}" / "study.json").is_file()
+    cohort = pd.read_csv(out / "cohort.csv")
+    assert sorted(cohort["study"].unique()) == ["s0", "s1"] and cohort["stale"].all()
+    assert pd.read_csv(out / "cohort_stats.csv").empty  # no fresh result: no statistics
+    assert not (out / "figures" / "mean_pct_id.png").exists()
+    assert sorted(p.name for p in (out / "studies").iterdir()) == ["s0", "s1"]  # no temporary folder left
     assert [f["study"] for f in csv.DictReader(open(out / "failures.csv"))] == ["s0", "s1"]
     assert json.loads((out / "batch.json").read_text())["counts"] == {"done": 0, "skipped": 0, "failed": 2}
 

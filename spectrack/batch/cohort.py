@@ -14,16 +14,19 @@ import json
 import math
 from pathlib import Path
 
-from ..io_utils import atomic_path, atomic_write_text
+from ..io_utils import atomic_file_set
 
 __all__ = ["cohort_table", "cohort_stats", "qc_table", "write_cohort", "cohort_report"]
 
-_KEYS = ("study", "species", "group", "dose_mg")
+_KEYS = ("study", "species", "group", "dose_mg", "stale")
 _MASS_BALANCE_TOL_PCT = 1.0
 
 
 def cohort_table(summary):
-    """All successful studies' ``regions.csv`` rows with ``study``, ``species``, ``group``, ``dose_mg`` first.
+    """All studies' ``regions.csv`` rows with ``study``, ``species``, ``group``, ``dose_mg``, ``stale`` first.
+
+    A study that failed in this run but whose earlier result was kept appears
+    with ``stale`` True (its rows describe the inputs of that earlier run).
 
     Parameters
     ----------
@@ -40,15 +43,21 @@ def cohort_table(summary):
     by_id = {s.study_id: s for s in summary.studies}
     frames = []
     for o in summary.outcomes:
-        if o.status == "failed" or not o.out_dir:
+        if not o.out_dir or (o.status == "failed" and not o.stale):
             continue
-        df = pd.read_csv(Path(o.out_dir) / "regions.csv")
+        try:
+            df = pd.read_csv(Path(o.out_dir) / "regions.csv")
+        except (OSError, ValueError):  # a stale result that cannot be read is left out (the study failed anyway)
+            if o.stale:
+                continue
+            raise
         st = by_id[o.study].settings
         df = df.drop(columns=[c for c in _KEYS if c in df.columns])
         df.insert(0, "study", o.study)
         df.insert(1, "species", st.species)
         df.insert(2, "group", st.group)
         df.insert(3, "dose_mg", st.dose_mg)
+        df.insert(4, "stale", bool(o.stale))
         frames.append(df)
     if frames:
         table = pd.concat(frames, ignore_index=True)
@@ -57,6 +66,7 @@ def cohort_table(summary):
     for c in ("study", "species", "group"):
         table[c] = table[c].astype("string")
     table["dose_mg"] = pd.to_numeric(table["dose_mg"]).astype("float64")
+    table["stale"] = table["stale"].astype("bool") if "stale" in table.columns else False
     return table
 
 
@@ -69,12 +79,14 @@ def _cohort_label(species, group) -> str:
 def cohort_stats(table):
     """Mean, SD (ddof=1) and n of ``pct_id`` per species/group, region and time point index.
 
-    Rows of kind ``region`` and ``group`` only. ``time_h`` is the mean scan time
-    of the studies at that time point; ``time_h_sd`` its spread.
+    Rows of kind ``region`` and ``group`` only, of results computed in this
+    run or up to date (not ``stale``). ``time_h`` is the mean scan time of the
+    studies at that time point; ``time_h_sd`` its spread.
     """
     import pandas as pd
 
-    df = table[table["kind"].isin(["region", "group"])].copy()
+    fresh = ~table["stale"].astype(bool) if "stale" in table.columns else True
+    df = table[table["kind"].isin(["region", "group"]) & fresh].copy()
     cols = ["cohort", "species", "group", "region", "timepoint", "n", "time_h", "time_h_sd", "pct_id_mean",
             "pct_id_sd"]
     if df.empty:
@@ -126,7 +138,7 @@ def qc_table(summary, table):
         st = by_id[o.study].settings
         row = {"study": o.study, "species": st.species, "group": st.group, "status": o.status,
                "timepoints": None, "missing_timepoints": None, "mass_balance_pct": None,
-               "registration_ncc_min": None, "warnings": None, "reason": o.reason}
+               "registration_ncc_min": None, "warnings": None, "reason": o.reason, "stale": bool(o.stale)}
         if o.status != "failed" and o.out_dir:
             d = table[table["study"] == o.study]
             row["timepoints"] = int(d["timepoint"].nunique())
@@ -174,7 +186,8 @@ def _figures(table, stats, max_regions=24) -> dict[str, bytes]:
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"]
-    d = table[table["kind"].isin(["region", "group"])].copy()
+    fresh = ~table["stale"].astype(bool) if "stale" in table.columns else True
+    d = table[table["kind"].isin(["region", "group"]) & fresh].copy()
     if d.empty:
         return {}
     d["cohort"] = [_cohort_label(s, g) for s, g in zip(d["species"], d["group"])]
@@ -281,7 +294,11 @@ def cohort_report(summary, table, stats, qc, usual, figures: dict[str, bytes]) -
     failed = [r for r in qrows if r["status"] == "failed"]
     if failed:
         parts.append("<h2>Failures</h2>")
-        parts.append(_html_table(failed, ["study", "reason"]))
+        if any(r["stale"] for r in failed):
+            parts.append("<p>A failed study marked stale kept its earlier result: its rows stay in "
+                         "<code>cohort.csv</code> with <code>stale</code> true, describing the inputs of that "
+                         "earlier run, and are left out of the statistics below.</p>")
+        parts.append(_html_table(failed, ["study", "stale", "reason"]))
     if len(stats):
         parts.append("<h2>Cohort statistics</h2>")
         parts.append(_html_table(stats.to_dict("records"),
@@ -298,9 +315,9 @@ def write_cohort(summary, *, report: bool = True) -> dict[str, Path]:
     """Write ``cohort.csv``, ``cohort.parquet``, ``cohort_stats.csv``, ``qc.csv``, ``failures.csv``,
     ``batch.json`` and (``report=True``) ``cohort_report.html`` with ``figures/*.png``.
 
-    When no study succeeded there is no cohort: only ``failures.csv`` and
-    ``batch.json`` are written, and cohort files left by an earlier run are
-    removed (they would describe results that no longer exist).
+    When no study has a result (none succeeded, none kept a stale earlier
+    result) there is no cohort: only ``failures.csv`` and ``batch.json`` are
+    written, and cohort files left by an earlier run are removed.
     """
     import dataclasses
 
@@ -308,39 +325,34 @@ def write_cohort(summary, *, report: bool = True) -> dict[str, Path]:
 
     out = Path(summary.out_dir)
     outputs: dict[str, Path] = {}
-    fails = pd.DataFrame([{"study": o.study, "reason": o.reason, "error_type": o.error_type, "log": o.log}
-                          for o in summary.failed], columns=["study", "reason", "error_type", "log"])
-    with atomic_path(out / "failures.csv") as tmp:
-        fails.to_csv(tmp, index=False)
-    outputs["failures.csv"] = out / "failures.csv"
-    outputs["batch.json"] = atomic_write_text(out / "batch.json", json.dumps(
-        {"counts": summary.counts(), "studies": [dataclasses.asdict(o) for o in summary.outcomes]},
-        indent=2, default=str) + "\n")
-    if not any(o.status != "failed" for o in summary.outcomes):
-        for name in _COHORT_FILES:
+    fails = pd.DataFrame([{"study": o.study, "reason": o.reason, "error_type": o.error_type, "log": o.log,
+                           "stale": o.stale} for o in summary.failed],
+                         columns=["study", "reason", "error_type", "log", "stale"])
+    with atomic_file_set(out) as path:  # the cohort files are replaced together, after all are written
+        fails.to_csv(path("failures.csv"), index=False)
+        outputs["failures.csv"] = out / "failures.csv"
+        Path(path("batch.json")).write_text(json.dumps(
+            {"counts": summary.counts(), "studies": [dataclasses.asdict(o) for o in summary.outcomes]},
+            indent=2, default=str) + "\n", encoding="utf-8")
+        outputs["batch.json"] = out / "batch.json"
+        if any(o.out_dir for o in summary.outcomes):
+            table = cohort_table(summary)
+            table.to_csv(path("cohort.csv"), index=False, float_format="%.9g")
+            table.to_parquet(path("cohort.parquet"), index=False)
+            stats = cohort_stats(table)
+            stats.to_csv(path("cohort_stats.csv"), index=False, float_format="%.9g")
+            qc, usual = qc_table(summary, table)
+            qc.to_csv(path("qc.csv"), index=False, float_format="%.9g")
+            outputs.update({n: out / n for n in ("cohort.csv", "cohort.parquet", "cohort_stats.csv", "qc.csv")})
+            if report:
+                figures = _figures(table, stats)
+                for name, data in figures.items():
+                    Path(path(f"figures/{name}")).write_bytes(data)
+                    outputs[f"figures/{name}"] = out / "figures" / name
+                Path(path("cohort_report.html")).write_text(
+                    cohort_report(summary, table, stats, qc, usual, figures), encoding="utf-8")
+                outputs["cohort_report.html"] = out / "cohort_report.html"
+    for name in _COHORT_FILES:  # left by an earlier run, no longer describing the results
+        if name not in outputs:
             (out / name).unlink(missing_ok=True)
-        return outputs
-    table = cohort_table(summary)
-    with atomic_path(out / "cohort.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.9g")
-    outputs["cohort.csv"] = out / "cohort.csv"
-    with atomic_path(out / "cohort.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    outputs["cohort.parquet"] = out / "cohort.parquet"
-    stats = cohort_stats(table)
-    with atomic_path(out / "cohort_stats.csv") as tmp:
-        stats.to_csv(tmp, index=False, float_format="%.9g")
-    outputs["cohort_stats.csv"] = out / "cohort_stats.csv"
-    qc, usual = qc_table(summary, table)
-    with atomic_path(out / "qc.csv") as tmp:
-        qc.to_csv(tmp, index=False, float_format="%.9g")
-    outputs["qc.csv"] = out / "qc.csv"
-    if report:
-        figures = _figures(table, stats)
-        for name, data in figures.items():
-            with atomic_path(out / "figures" / name) as tmp:
-                Path(tmp).write_bytes(data)
-            outputs[f"figures/{name}"] = out / "figures" / name
-        outputs["cohort_report.html"] = atomic_write_text(
-            out / "cohort_report.html", cohort_report(summary, table, stats, qc, usual, figures))
     return outputs

@@ -49,7 +49,9 @@ class StudyOutcome:
 
     ``status`` is ``"done"`` (computed now), ``"skipped"`` (inputs and
     settings unchanged since the stored result) or ``"failed"`` (``reason``
-    is the one-line error; ``error_type`` its class).
+    is the one-line error; ``error_type`` its class). A failed study whose
+    earlier result is still in ``studies/<id>`` keeps it (``out_dir``) with
+    ``stale`` True: the cohort table shows its rows marked stale.
     """
 
     study: str
@@ -65,6 +67,7 @@ class StudyOutcome:
     out_dir: str | None = None
     cache_key: str | None = None
     n_warnings: int = 0
+    stale: bool = False
 
 
 @dataclass
@@ -173,31 +176,6 @@ def _peak_rss_mb() -> float | None:
     return r / 2**20 if sys.platform == "darwin" else r / 1024
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, replacing a previous result folder.
-
-    A folder cannot be renamed over a non-empty one, so the old result is
-    first renamed aside; a reader sees the old result, none, or the new one.
-    """
-    for _ in range(5):
-        if final.exists():
-            with contextlib.suppress(FileNotFoundError):
-                _remove_result(final)
-        try:
-            os.replace(tmp, final)
-            return
-        except OSError:  # another writer put a result there meanwhile: replace it again
-            time.sleep(0.05)
-    os.replace(tmp, final)
-
-
-def _remove_result(final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 class _ListHandler(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
@@ -283,7 +261,9 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
         warn_lines += [f"{w.category.__name__}: {w.message} ({Path(w.filename).name}:{w.lineno})" for w in caught]
         write_json(tmp / CACHE_FILE, {**key, "study": sid, "path": str(path),
                                       "created": started.isoformat()})
-        _swap_in(tmp, final)
+        from ..io_utils import swap_folder
+
+        swap_folder(tmp, final)
         outcome.update(status="done", out_dir=str(final))
     except SpectrackError as e:
         outcome.update(reason=str(e), error_type=type(e).__name__, exit_code=e.exit_code)
@@ -294,9 +274,9 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    if outcome["status"] == "failed":
-        with contextlib.suppress(OSError):
-            _remove_result(final)  # a stale result no longer matches the inputs
+    if outcome["status"] == "failed" and (final / "regions.csv").is_file():
+        # the last good result stays until a new one is complete; the cohort table marks it stale
+        outcome.update(out_dir=str(final), stale=True)
     outcome["seconds"] = time.perf_counter() - t0
     outcome["peak_rss_mb"] = _peak_rss_mb()
     outcome["n_warnings"] = len(warn_lines)

@@ -689,6 +689,10 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
     return Phantom(b.pre.name, b.geometry, tps, truth, tps[0].labels_ct, dict(b.args))
 
 
+#: Top-level entries :func:`make_study` writes (``spectrack phantom`` refuses to replace them unless it wrote them).
+PHANTOM_OUTPUTS = ("dicom", "nifti", "labels.nii.gz", "labels.tsv", "truth", "truth.json", "spectrack.toml")
+
+
 def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, units: str = "counts",
                formats=("dicom", "nifti"), psf_fwhm_mm: float = 0.0, noise: bool = False, motion=None,
                negative_slice_step: bool = False, spect_shape=None, ct_refine: int = 1,

@@ -170,4 +170,8 @@ def export_regions(results, fmt: str, out_dir=None, *, timepoints=None) -> tuple
 
             written.append(write_rtstruct(lab, refs[n], target, structure_set_label=f"spectrack tp{n}",
                                           series_number=950 + n))
+    if out.parent.resolve() == results.resolve():  # RESULTS/export: replaced with the results by a later run
+        from ..io_utils import record_outputs
+
+        record_outputs(results, (out.name,), command="spectrack export")
     return written, warnings

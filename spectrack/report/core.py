@@ -339,5 +339,12 @@ def report_from_results(results_dir, *, out_dir=None, log_y: bool = False) -> di
     -------
     dict of str to Path
     """
+    from ..io_utils import record_outputs, write_errors
+
     data = report_data_from_results(results_dir)
-    return _write(data, out_dir if out_dir is not None else results_dir, log_y=log_y)
+    target = Path(out_dir if out_dir is not None else results_dir)
+    with write_errors(target):
+        outputs = _write(data, target, log_y=log_y)
+        if target.resolve() == Path(results_dir).resolve():  # a later quantify replaces this report too
+            record_outputs(target, ("report.html", "figures"), command="spectrack report")
+    return outputs
