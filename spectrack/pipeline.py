@@ -6,6 +6,7 @@ The command line, the napari plugin, batch runs and the Python API all call
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
 #: Top-level entries :func:`run_study` may write into its results folder.
 QUANTIFY_OUTPUTS = ("regions.csv", "study.json", "kinetics.csv", "fits.csv", "labels", "transforms",
                     "neuraxis_profile.csv", "neuraxis_front.csv", "neuraxis_spread.csv", "neuraxis_profile.png",
-                    "report.html", "figures")
+                    "mass_balance.csv", "report.html", "figures")
 
 
 class Cancelled(SpectrackError):
@@ -303,6 +304,7 @@ def run_study(
     from .load import load_study
     from .provenance import provenance
     from .quantification import TABLE_COLUMNS, quantify
+    from .quantification.balance import DOSE_COLUMNS
     from .regions.labels import LabelMap
     import dataclasses
 
@@ -348,6 +350,10 @@ def run_study(
     writer = "spectrack demo" if command and command[1:2] == ["demo"] else "spectrack quantify"
     if out_dir is not None:  # a bad -o fails now, not after the whole computation
         check_output_folder(out_dir, QUANTIFY_OUTPUTS, force=force, command=writer)
+    if settings.removed is not None:  # and so does a bad removed-activity file
+        from .quantification.balance import read_removed
+
+        read_removed(settings.removed, check_only=True)
     step("load", 0.0)
     if study is None:
         study = load_study(path, times_h=settings.times_h, subject=settings.subject)
@@ -453,9 +459,11 @@ def run_study(
     images = [tp.emission.image for tp in study.timepoints]
     kin_notes: list[str] = []
     if settings.pvc:
-        table = _recovery_correction(table, images, details, settings, kin_notes, label_inputs)
+        table = _recovery_correction(table, images, details, settings, kin_notes, label_inputs,
+                                     source_labels=lab, transforms=transforms)
     if settings.uncertainty_draws > 0:
         table = _add_intervals(table, study, details, settings, kin_notes)
+    table, balance = _dose_bookkeeping(table, details, settings, label_inputs)
 
     kin = None
     step("kinetics", 0.7)
@@ -509,7 +517,10 @@ def run_study(
         "neuraxis_warnings": neuraxis_warnings,
         "auto_regions": label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict)
         else None,
-        "columns": TABLE_COLUMNS,
+        "columns": {**TABLE_COLUMNS, **{k: v for k, v in DOSE_COLUMNS.items() if k in table}},
+        "mass_balance": {"threshold_pct_id": balance.attrs["threshold_pct_id"],
+                         "removed": balance.attrs["removed"],
+                         "per_timepoint": balance.to_dict(orient="records")},
         "study_file": study_file,
         "label_maps": [],
         "provenance": provenance(inputs, settings.to_dict(), command=command),
@@ -518,19 +529,20 @@ def run_study(
                          kinetics=kin, transforms=transforms, profile=neuraxis)
     if out_dir is not None:
         with output_folder(out_dir, QUANTIFY_OUTPUTS, force=force, command=writer) as out:
-            _write_results(result, out, reg=reg, kin=kin, neuraxis=neuraxis, settings=settings)
+            _write_results(result, out, reg=reg, kin=kin, neuraxis=neuraxis, settings=settings, balance=balance)
         final = Path(out_dir)  # the set is complete: name its files where they now are
         result.outputs = {k: final / Path(v).relative_to(out) for k, v in result.outputs.items()}
     step("report", 1.0)
     return result
 
 
-def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settings: Settings) -> None:
+def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settings: Settings, balance) -> None:
     """Write every output of :func:`run_study` into ``out`` (a folder of its own, new)."""
     table, meta, study, details_labels = result.table, result.metadata, result.study, result.labels
-    with atomic_path(out / "regions.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.9g")
-    result.outputs["regions.csv"] = out / "regions.csv"
+    for name, frame in (("regions.csv", table), ("mass_balance.csv", balance)):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.9g")
+        result.outputs[name] = out / name
     if reg is not None:
         from .align.register import save_transform
 
@@ -555,6 +567,40 @@ def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settin
             write_report = None
         if write_report is not None:
             result.outputs.update(write_report(result, out))
+
+
+def _dose_bookkeeping(table, details, settings: Settings, inputs: list):
+    """Mass, %ID/g and ug/g columns (with ``--density`` or ``--dose-mg``) and the mass balance.
+
+    Returns the table and the mass balance (:func:`spectrack.quantification.balance.mass_balance_table`);
+    its warnings, and the values assumed, go into ``details.warnings``.
+    """
+    from .quantification.balance import (add_dose_columns, mass_balance_table, parse_densities, read_removed,
+                                         removed_pct_id)
+
+    warn = details.warnings
+    if settings.density_g_per_ml is not None or settings.dose_mg is not None:
+        table, notes = add_dose_columns(table, densities=parse_densities(settings.density_g_per_ml),
+                                        dose_mg=settings.dose_mg)
+        warn.extend(notes)
+    removed, removed_json = [], None
+    params = details.params
+    if settings.removed is not None:
+        path = Path(settings.removed).resolve()
+        inj_time = params.injection_time.value if isinstance(params.injection_time.value, dt.datetime) else None
+        rows, notes = read_removed(path, injection_time=inj_time)
+        warn.extend(notes)
+        inputs.append(path)
+        removed = removed_pct_id(rows, injected_mbq=params.injected_mbq.value, half_life_h=params.half_life_h.value)
+        removed_json = {"path": str(path), "rows": removed,
+                        "total_pct_id": float(sum(r["pct_id"] for r in removed))}
+    balance = mass_balance_table(table, removed, threshold_pct_id=settings.mass_balance_threshold_pct_id)
+    balance.attrs["removed"] = removed_json
+    if any(c.method == "fov" for c in details.calibrations):
+        warn.append("calibration by field of view: the field of view holds 100 %ID by definition at time point "
+                    f"{settings.fov_timepoint}, so the mass balance there checks nothing")
+    warn.extend(balance.attrs["warnings"])
+    return table, balance
 
 
 def _pvc_fwhm(settings: Settings, kin_notes: list[str], inputs: list) -> tuple:
@@ -587,13 +633,35 @@ def _pvc_fwhm(settings: Settings, kin_notes: list[str], inputs: list) -> tuple:
     return fwhm, f"the default of preset {preset}", {}
 
 
-def _recovery_correction(table, images, details, settings: Settings, kin_notes: list[str], inputs: list):
-    """GTM columns, and warnings when the FWHM does not fit the study (see :mod:`spectrack.kinetics.resolution`)."""
+def _recovery_correction(table, images, details, settings: Settings, kin_notes: list[str], inputs: list, *,
+                         source_labels=None, transforms=None):
+    """GTM columns, and warnings when the FWHM does not fit the study (see :mod:`spectrack.kinetics.resolution`).
+
+    With ``settings.pvc_masks == "fractional"`` the masks are the share of each emission voxel in each region of
+    ``source_labels`` (one LabelMap, or one per time point), carried by ``transforms`` like the labels.
+    """
     from .kinetics import add_gtm_correction
     from .kinetics.resolution import FWHM_MISMATCH, image_fwhm_mm
 
     fwhm, how, rec = _pvc_fwhm(settings, kin_notes, inputs)
     warn = details.warnings
+    fractions = None
+    if settings.pvc_masks == "fractional":
+        from .regions.fractions import finer_than, region_fractions
+
+        per_tp = source_labels if isinstance(source_labels, list) else [source_labels] * len(images)
+        fractions = []
+        for i, (img, lm) in enumerate(zip(images, per_tp)):
+            ids = sorted(k for k in details.labels_per_timepoint[i].names)
+            fractions.append(region_fractions(lm, img, None if transforms is None else transforms[i],
+                                              label_ids=ids))
+        coarse = [i for i, lm in enumerate(per_tp[:len(images)]) if not finer_than(lm, images[i])]
+        if coarse:
+            warn.append(f"--pvc-masks fractional: the regions are not on a grid finer than the SPECT of time "
+                        f"point(s) {', '.join(map(str, coarse))}, so their masks are (nearly) whole voxels there; "
+                        "draw or import the regions on the CT for partial-voxel masks")
+        kin_notes.append("recovery correction on fractional masks: the share of each SPECT voxel in each region, "
+                         "from 27 samples per voxel of the regions on their own grid")
     fw_mean = float(np.mean(fwhm))
     shown = f"{fw_mean:.3g} mm ({how})"
     if not isinstance(fwhm, float):
@@ -604,7 +672,21 @@ def _recovery_correction(table, images, details, settings: Settings, kin_notes: 
                 warn.append(f"the resolution file was measured on {spacing} mm voxels, the study has "
                             f"{here.round(3).tolist()} mm: the FWHM applies only to images reconstructed the same "
                             "way")
-    table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm)
+    table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm, fractions=fractions)
+    warn.extend(table.attrs.pop("notes", []))
+    region_rows = table["kind"] == "region"
+    change = np.abs(table.loc[region_rows, "pvc_factor"].to_numpy(float) - 1.0)
+    change = change[np.isfinite(change)]  # regions without counts have no factor
+    if change.size and float(change.max()) < 0.01:
+        vox = np.asarray(images[0].spacing_mm, float)
+        warn.append(f"recovery correction with PSF FWHM {shown} changes no region by 1 % or more (largest "
+                    f"{100 * float(change.max()):.2g} %): at voxels of {', '.join(f'{v:.3g}' for v in vox)} mm it is "
+                    "a no-op; if the camera's reconstructed resolution is coarser, measure it ('spectrack "
+                    "resolution') and give --resolution")
+    cond = table.loc[region_rows, "gtm_condition_number"].to_numpy(float)
+    if cond.size and np.isfinite(cond).any():
+        kin_notes.append(f"GTM condition number {np.nanmin(cond):.3g} to {np.nanmax(cond):.3g} over the time "
+                         "points (relative noise in the regions' means is amplified by up to this factor)")
     est = image_fwhm_mm(images[0], details.labels_per_timepoint[0])
     kin_notes.append(f"the emission image of time point 0 is best reproduced by its regions blurred by "
                      f"{est['fwhm_mm']:.3g} mm FWHM ({est['method']})")

@@ -76,7 +76,18 @@ class Settings:
                                "(--pvc FWHM).", shown="none")
     group: str | None = _opt(None, "Cohort group (recorded in the table; batch statistics per group).",
                              shown="none")
-    dose_mg: float | None = _opt(None, "Drug dose (mg; recorded in the cohort table).", shown="none")
+    dose_mg: float | None = _opt(None, "Drug dose (mg): drug concentration per region (ug_per_g in regions.csv) "
+                                 "follows from %ID; recorded in the cohort table.", shown="none")
+    density_g_per_ml: str | None = _opt(
+        None, "Tissue density (g/mL) for region masses, %ID/g and ug/g: one value, or per region "
+        "(brain=1.04,liver=1.05,*=1.0).", flag="density", shown="none (1.0 assumed, with a warning, for --dose-mg)")
+    removed: str | None = _opt(
+        None, "CSV of activity that left the body (columns kind, time_h or collected_at, activity_mbq, optional "
+        "measured_h or measured_at; kinds urine, feces, excreta, csf_sample, blood_sample, leakage, other) "
+        "for the mass balance.", shown="none")
+    mass_balance_threshold_pct_id: float = _opt(
+        10.0, "Flag a time point when more than this %ID of the injected activity (decay-corrected) is "
+        "unaccounted for by the field of view and the removed activity.")
     register: bool = _opt(False, "Register time points to the reference CT.")
     reference: int = _opt(0, "Reference time point for registration (labels live there).")
     # labels carried through registration: see spectrack.align.resample.resample_labels ("vote" = "linear")
@@ -92,6 +103,8 @@ class Settings:
                                      shown="species preset")
     resolution: str | None = _opt(None, "Resolution file from 'spectrack resolution' (FWHM measured on a source "
                                   "reconstructed like the study) for --pvc.", shown="none")
+    pvc_masks: str = _opt("whole", "Region masks for --pvc: whole (each voxel to one region) | fractional (the "
+                          "share of each voxel in each region, from labels on a finer grid such as the CT's).")
     injected_region: str | None = _opt(
         None, "Region(s) holding the injection, comma-separated: their kinetics integrals start at the "
         "back-extrapolated content instead of 0.", shown="injection_site and the region around it")
@@ -155,10 +168,11 @@ ALIASES = {f.metadata["flag"]: f.name for f in fields(Settings) if f.metadata.ge
 _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "species": (None,) + SPECIES,
             "auto_regions": (None,) + SPECIES,
-            "label_resampling": ("linear", "nearest", "gaussian", "vote")}
+            "label_resampling": ("linear", "nearest", "gaussian", "vote"),
+            "pvc_masks": ("whole", "fractional")}
 _POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
 _NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
-                 "residual_mbq", "dose_mg", "seed")
+                 "residual_mbq", "dose_mg", "seed", "mass_balance_threshold_pct_id")
 #: Inclusive ranges beyond which a value cannot be meant (and would overflow, exhaust memory or run for ever).
 _RANGES = {
     "half_life_h": (1e-3, 1e7, "h (3.6 s to about 1,100 years)"),
@@ -171,6 +185,8 @@ _RANGES = {
     "neuraxis_margin_mm": (0.0, 100.0, "mm"),
     "sensitivity_cps_per_mbq": (0.0, 1e9, "cps/MBq"),
     "injected_mbq": (0.0, 1e6, "MBq (1 TBq)"),
+    "dose_mg": (0.0, 1e6, "mg (1 kg)"),
+    "mass_balance_threshold_pct_id": (0.0, 100.0, "%ID"),
 }
 
 
@@ -293,6 +309,8 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
                 else:
                     val = bool(val)
             elif "str" in t:
+                if k == "density_g_per_ml" and isinstance(val, dict):  # a TOML table: brain = 1.04 ...
+                    val = ",".join(f"{n}={v}" for n, v in val.items())
                 if isinstance(val, (dt.datetime, dt.date)):
                     val = val.isoformat()
                 val = str(val)
@@ -328,7 +346,14 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
                                "lumbar/thoracic, thoracic/cervical")
         if k == "labels" and base is not None and not is_label_pattern(val) and not Path(val).is_absolute():
             val = str((base / val).resolve())
-        if k == "resolution" and base is not None and not Path(val).is_absolute():
+        if k == "density_g_per_ml":
+            from .quantification.balance import parse_densities
+
+            try:
+                parse_densities(val)
+            except InputError as exc:
+                raise SettingError(where, k, str(key), f"cannot be read: {exc}") from None
+        if k in ("resolution", "removed") and base is not None and not Path(val).is_absolute():
             val = str((base / val).resolve())
         out[k] = val
     s = with_given(Settings(**out), out)

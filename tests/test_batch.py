@@ -388,7 +388,7 @@ def _sample_study_copy(dest, *, broken=False):
 
     info = sample_study()
     shutil.copytree(info["path"], dest / "dicom")
-    for name in ("spectrack.toml", "labels.nii.gz", "labels.tsv"):
+    for name in ("spectrack.toml", "labels.nii.gz", "labels.tsv", "removed.csv"):
         shutil.copy(info["study"] / name, dest / name)
     if broken:
         for f in (dest / "dicom").iterdir():
@@ -453,7 +453,7 @@ def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
         pd.testing.assert_frame_equal(got, single)
         rec = json.loads((out / "studies" / sid / "study.json").read_text())["study_file"]
         assert rec["path"] == str((root / sid / "spectrack.toml").resolve())
-        assert rec["used"] == ["calibration", "labels", "sensitivity_cps_per_mbq", "species"]
+        assert rec["used"] == ["calibration", "labels", "removed", "sensitivity_cps_per_mbq", "species"]
         for tp in truth["timepoints"]:
             for name, reg in tp["regions"].items():
                 row = got[(got["timepoint"] == tp["index"]) & (got["region"] == name)]

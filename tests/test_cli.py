@@ -362,7 +362,8 @@ def _readme_columns():
 def test_readme_lists_every_regions_csv_column(tmp_path, capsys, nifti_study):
     nifti_study(tmp_path / "s")
     header = set()
-    for n, extra in enumerate([[], ["--pvc", "--psf-fwhm-mm", "6", "--species", "rat", "--group", "g1"]]):
+    for n, extra in enumerate([[], ["--pvc", "--psf-fwhm-mm", "6", "--species", "rat", "--group", "g1",
+                                    "--dose-mg", "5"]]):
         rc, out, err = _run(capsys, ["quantify", str(tmp_path / "s"), "--labels", "{study}/labels.nii.gz", "-q",
                                      "--no-report", "-o", str(tmp_path / f"o{n}")] + extra)
         assert rc == 0, err

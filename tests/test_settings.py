@@ -45,7 +45,7 @@ def test_option_names_are_keys():
     assert settings_from_mapping({"sensitivity_cps_per_mbq": 30}).sensitivity_cps_per_mbq == 30.0
     assert option_name("sensitivity_cps_per_mbq") == "--sensitivity"
     assert option_name("injected_mbq") == "--injected-mbq"
-    assert ALIASES == {"sensitivity": "sensitivity_cps_per_mbq"}
+    assert ALIASES == {"sensitivity": "sensitivity_cps_per_mbq", "density": "density_g_per_ml"}
     with pytest.raises(InputError, match="'sensitivity' and 'sensitivity_cps_per_mbq' are the same setting"):
         settings_from_mapping({"sensitivity": 1, "sensitivity_cps_per_mbq": 1})
 

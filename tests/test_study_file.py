@@ -55,14 +55,14 @@ def test_sample_quantifies_with_no_option(tmp_path, capsys):
     assert rec["path"] == str(sf.resolve())
     assert rec["sha256"] == hashlib.sha256(sf.read_bytes()).hexdigest()
     assert rec["settings"]["sensitivity_cps_per_mbq"] == truth["sensitivity_cps_per_mbq"]
-    assert sorted(rec["used"]) == ["calibration", "labels", "sensitivity_cps_per_mbq", "species"]
+    assert sorted(rec["used"]) == ["calibration", "labels", "removed", "sensitivity_cps_per_mbq", "species"]
     assert rec["overridden"] == {}
     assert meta["provenance"]["inputs_sha256"][str(sf.resolve())] == rec["sha256"]
     assert meta["provenance"]["parameters"]["sensitivity_cps_per_mbq"] == 30.0
     # the study file's images: the DICOM export only (nifti/ holds the same scans), so no copy to skip
     assert not any("skipped NIfTI" in w for w in meta["warnings"] + meta["study"]["warnings"])
     assert all(tp["emission"]["description"].startswith("NM") for tp in meta["study"]["timepoints"])
-    assert f"study file: {sf.resolve()} gave calibration, labels, sensitivity, species" in " ".join(err.split())
+    assert f"study file: {sf.resolve()} gave calibration, labels, removed, sensitivity, species" in " ".join(err.split())
 
 
 def test_options_override_the_study_file(tmp_path, capsys):
@@ -114,7 +114,8 @@ def test_run_study_reads_it_too():
     info = sample_study()
     res = run_study(info["study"], {"uncertainty_draws": 0, "report": False})
     _check_truth(res.table, json.loads(Path(info["truth"]).read_text()))
-    assert res.metadata["study_file"]["used"] == ["calibration", "labels", "sensitivity_cps_per_mbq", "species"]
+    assert res.metadata["study_file"]["used"] == ["calibration", "labels", "removed", "sensitivity_cps_per_mbq",
+                                                  "species"]
 
 
 @pytest.mark.parametrize("text, code, phrase", [
@@ -142,7 +143,11 @@ def test_sample_has_its_study_file():
     from spectrack.phantom.core import _Builder, study_file_text
     from spectrack.phantom.sample import SAMPLE_ARGS
 
+    from spectrack.phantom.core import _collected_urine
+
     args = {k: v for k, v in SAMPLE_ARGS.items() if k not in ("formats", "study_file")}
-    expected = study_file_text(_Builder(**args), SAMPLE_ARGS["formats"])
+    b = _Builder(**args)
+    expected = study_file_text(b, SAMPLE_ARGS["formats"], removed=True)
     assert (REPO_SAMPLE / "spectrack.toml").read_text() == expected
+    assert (REPO_SAMPLE / "removed.csv").read_text() == _collected_urine(b, b.study_truth())
     assert json.loads((REPO_SAMPLE / "truth.json").read_text())["files"]["study_file"] == "spectrack.toml"

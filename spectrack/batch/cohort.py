@@ -126,7 +126,9 @@ def qc_table(summary, table):
 
     ``mass_balance_pct`` is the largest over time points of
     ``|sum(region pct_id) + outside_regions - field_of_view|`` as a percentage
-    of ``field_of_view``.
+    of ``field_of_view`` (the table's own sums); ``unaccounted_pct_id`` is the
+    time point's ``mass_balance.csv`` value farthest from 0: the injected
+    activity not found in the field of view nor in the removed activity.
     """
     import pandas as pd
 
@@ -137,7 +139,7 @@ def qc_table(summary, table):
     for o in summary.outcomes:
         st = by_id[o.study].settings
         row = {"study": o.study, "species": st.species, "group": st.group, "status": o.status,
-               "timepoints": None, "missing_timepoints": None, "mass_balance_pct": None,
+               "timepoints": None, "missing_timepoints": None, "mass_balance_pct": None, "unaccounted_pct_id": None,
                "registration_ncc_min": None, "warnings": None, "reason": o.reason, "stale": bool(o.stale)}
         if o.status != "failed" and o.out_dir:
             d = table[table["study"] == o.study]
@@ -155,6 +157,10 @@ def qc_table(summary, table):
             except (OSError, ValueError):
                 meta = {}
             row["registration_ncc_min"] = _registration_quality(meta)
+            per_tp = (meta.get("mass_balance") or {}).get("per_timepoint") or []
+            un = [float(r["unaccounted_pct_id"]) for r in per_tp if r.get("unaccounted_pct_id") is not None]
+            un = [u for u in un if math.isfinite(u)]
+            row["unaccounted_pct_id"] = max(un, key=abs) if un else None
             w = list(meta.get("warnings", []) or []) + list((meta.get("study") or {}).get("warnings", []) or [])
             row["warnings"] = len(dict.fromkeys(map(str, w)))
         rows.append(row)
@@ -283,14 +289,16 @@ def cohort_report(summary, table, stats, qc, usual, figures: dict[str, bytes]) -
     parts.append("<h2>Quality control per study</h2>")
     parts.append(f"<p class='note'>Time points: the cohort's usual count is {_fmt(usual)}; 'missing' is how many "
                  "fewer a study has. Mass balance: largest |Σ region %ID + outside − field of view| as % of the "
-                 f"field of view (flagged above {_MASS_BALANCE_TOL_PCT:g} %). Registration: lowest normalised "
+                 f"field of view (flagged above {_MASS_BALANCE_TOL_PCT:g} %). Unaccounted: the injected activity "
+                 "(decay-corrected) found neither in the field of view nor in the removed activity, %ID, at the "
+                 "time point farthest from 0 (flagged above 10 %ID). Registration: lowest normalised "
                  "cross-correlation of the registered CTs, when registration ran.</p>")
     qrows = qc.to_dict("records")
     parts.append(_html_table(
         qrows, ["study", "species", "group", "status", "timepoints", "missing_timepoints", "mass_balance_pct",
-                "registration_ncc_min", "warnings"],
+                "unaccounted_pct_id", "registration_ncc_min", "warnings"],
         flag=lambda r: r["status"] == "failed" or (r["missing_timepoints"] or 0) > 0
-        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT))
+        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT or abs(r["unaccounted_pct_id"] or 0) > 10.0))
     failed = [r for r in qrows if r["status"] == "failed"]
     if failed:
         parts.append("<h2>Failures</h2>")

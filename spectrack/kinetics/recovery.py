@@ -303,6 +303,44 @@ def gtm_matrix(labels, spacing_mm, fwhm_mm, *, label_ids=None, truncate: float =
     return W, ids, n_vox
 
 
+def gtm_matrix_fractional(fractions, spacing_mm, fwhm_mm, *, truncate: float = 4.0):
+    """The geometric transfer matrix of fractional (partial-volume) masks.
+
+    ``W[i, j] = sum_v f_i(v) (G * f_j)(v) / sum_v f_i(v)``: the mean, weighted
+    by region i's mask, of region j's blurred mask (Rousset's GTM with the
+    probabilistic masks of PETPVC). With hard 0/1 masks it is
+    :func:`gtm_matrix`; with fractional ones it is not the identity even
+    without blur, since a boundary voxel mixes its regions.
+
+    Parameters
+    ----------
+    fractions : numpy.ndarray, shape (n, nk, nj, ni)
+        Share of each voxel in each region (:func:`spectrack.regions.fractions.region_fractions`).
+    spacing_mm, fwhm_mm, truncate
+        As for :func:`gtm_matrix`.
+
+    Returns
+    -------
+    W : numpy.ndarray, shape (n, n)
+    weight : numpy.ndarray, shape (n,)
+        ``sum_v f_i(v)``: each region's volume in voxels.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 4:
+        raise ValueError(f"fractions must be (regions, k, j, i), got shape {f.shape}")
+    weight = f.reshape(f.shape[0], -1).sum(axis=1)
+    if np.any(weight <= 0):
+        raise ValueError(f"regions {np.flatnonzero(weight <= 0).tolist()} (by position) have no volume")
+    sig = sigma_voxels(fwhm_mm, spacing_mm)
+    flat = f.reshape(f.shape[0], -1)
+    W = np.zeros((f.shape[0], f.shape[0]))
+    for j in range(f.shape[0]):
+        blurred = ndimage.gaussian_filter(f[j], sig, mode="constant", cval=0.0, truncate=truncate) \
+            if np.any(sig > 0) else f[j]
+        W[:, j] = flat @ blurred.ravel() / weight
+    return W, weight
+
+
 @dataclass
 class GTMResult:
     """Output of :func:`gtm_correct`; ``to_dict()`` / ``to_frame()`` give one row per region."""
@@ -352,6 +390,7 @@ def gtm_correct(
     mbq_per_voxel_per_unit: float | None = None,
     injected_mbq: float | None = None,
     truncate: float = 4.0,
+    fractions=None,
 ) -> GTMResult:
     """Partial-volume-corrected mean concentration and activity of each region (GTM).
 
@@ -376,6 +415,11 @@ def gtm_correct(
     injected_mbq : float, optional
         Also report ``pct_id`` and ``pct_id_corrected`` (percent of this, at
         the image's time reference: no decay correction is applied here).
+    fractions : (label ids, numpy.ndarray), optional
+        Fractional masks on the image grid
+        (:func:`spectrack.regions.fractions.region_fractions`) instead of
+        whole-voxel labels; ``labels`` then only names the regions.
+        ``n_voxels`` is then each region's fractional volume in voxels.
 
     Returns
     -------
@@ -383,14 +427,24 @@ def gtm_correct(
     """
     from ..regions.labels import LabelMap
 
-    if isinstance(labels, LabelMap):
-        labels = labels.resampled_to(image)
-    lab, names, _ = _as_label_array(labels)
-    if lab.shape != image.array.shape:
-        raise ValueError(f"labels {lab.shape} and image {image.array.shape} are on different grids")
-    W, ids, n_vox = gtm_matrix(lab, image.spacing_mm, fwhm_mm, label_ids=label_ids, truncate=truncate)
-    sums = ndimage.sum_labels(image.array.astype(np.float64), lab, index=ids)
-    t_obs = np.asarray(sums, dtype=float) / n_vox
+    if fractions is not None:  # (label ids, masks): partial-volume masks on the image grid
+        ids, frac = np.asarray(fractions[0], dtype=np.int64), np.asarray(fractions[1])
+        if frac.shape[1:] != image.array.shape:
+            raise ValueError(f"fractions {frac.shape[1:]} and image {image.array.shape} are on different grids")
+        names = dict(labels.names) if isinstance(labels, LabelMap) else {}
+        W, n_vox = gtm_matrix_fractional(frac, image.spacing_mm, fwhm_mm, truncate=truncate)
+        t_obs = frac.reshape(ids.size, -1).astype(np.float64) @ image.array.astype(np.float64).ravel() / n_vox
+        masks = "fractional masks (share of each voxel in each region)"
+    else:
+        if isinstance(labels, LabelMap):
+            labels = labels.resampled_to(image)
+        lab, names, _ = _as_label_array(labels)
+        if lab.shape != image.array.shape:
+            raise ValueError(f"labels {lab.shape} and image {image.array.shape} are on different grids")
+        W, ids, n_vox = gtm_matrix(lab, image.spacing_mm, fwhm_mm, label_ids=label_ids, truncate=truncate)
+        sums = ndimage.sum_labels(image.array.astype(np.float64), lab, index=ids)
+        t_obs = np.asarray(sums, dtype=float) / n_vox
+        masks = "whole-voxel masks"
     notes = []
     if nonnegative:
         t_true, rnorm = optimize.nnls(W, t_obs)
@@ -413,13 +467,14 @@ def gtm_correct(
             pid_c = 100.0 * act_c / injected_mbq
     fw = _fwhm3(fwhm_mm)
     method = (f"GTM (Rousset 1998), Gaussian PSF FWHM (i, j, k) = ({fw[0]:g}, {fw[1]:g}, {fw[2]:g}) mm on the "
-              f"image grid, {ids.size} regions, solved by {solver}")
+              f"image grid, {ids.size} regions, {masks}, solved by {solver}")
     return GTMResult(ids, [names.get(int(i), f"label_{int(i)}") for i in ids], n_vox,
                      n_vox * image.voxel_volume_ml, t_obs, t_true, np.diag(W).copy(), W, act, act_c, pid, pid_c,
                      cond, method, notes)
 
 
-def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = True, truncate: float = 4.0):
+def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = True, truncate: float = 4.0,
+                       fractions=None):
     """Add GTM-corrected (partial-volume-corrected) columns to a quantification table.
 
     GTM is linear, so each region's correction is the factor
@@ -441,15 +496,24 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
         docstring).
     fwhm_mm : float or array_like of 3 float
         Reconstructed FWHM.
+    fractions : sequence of (label ids, numpy.ndarray), optional
+        Fractional masks per time point (see :func:`gtm_correct`). A region's
+        corrected activity is then its corrected concentration times its
+        fractional volume, and ``pvc_factor`` converts the whole-voxel
+        activity of the table into it.
 
     Returns
     -------
     pandas.DataFrame
-        A copy with ``pvc_factor``, ``gtm_rc``, ``activity_mbq_pvc``,
+        A copy with ``pvc_factor``, ``gtm_rc``, ``gtm_condition_number`` (2-norm
+        condition number of the time point's transfer matrix: how much it
+        amplifies relative noise), ``pvc_pinned`` (the non-negative solver
+        set the region to 0; for a group, any member), ``activity_mbq_pvc``,
         ``activity_mbq_decay_corrected_pvc``, ``pct_id_pvc``,
         ``pct_id_uncorrected_pvc``, ``pct_id_per_ml_pvc``,
         ``mean_bq_per_ml_pvc`` (those whose source column exists) and
-        ``pvc_method``.
+        ``pvc_method``; ``attrs["notes"]`` holds each time point's solver notes
+        (an ill-conditioned matrix).
     """
     from ..regions.labels import LabelMap
     from ..regions.vocabulary import GROUPS
@@ -459,6 +523,9 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
     n = len(df)
     factor = np.full(n, np.nan)
     rc = np.full(n, np.nan)
+    cond = np.full(n, np.nan)
+    pinned = np.zeros(n, dtype=bool)
+    notes: list[str] = []
     methods = np.full(n, "", dtype=object)
     tps = sorted(df["timepoint"].unique()) if n else []
     imgs = [getattr(i, "image", i) for i in _per_timepoint(images, tps, "images")]
@@ -470,9 +537,17 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
     for t_i, tp in enumerate(tps):
         lm = labs[t_i]
         lm = lm.resampled_to(imgs[t_i]) if isinstance(lm, LabelMap) else lm
-        r = gtm_correct(imgs[t_i], lm, fwhm_mm, nonnegative=nonnegative, truncate=truncate)
+        fr = None if fractions is None else fractions[t_i]
+        r = gtm_correct(imgs[t_i], lm, fwhm_mm, nonnegative=nonnegative, truncate=truncate, fractions=fr)
+        notes.extend(f"time point {tp}: {note}" for note in r.notes)
         with np.errstate(divide="ignore", invalid="ignore"):
-            f = np.where(r.observed_mean > 0, r.corrected_mean / r.observed_mean, np.nan)
+            if fr is None:
+                f = np.where(r.observed_mean > 0, r.corrected_mean / r.observed_mean, np.nan)
+            else:  # corrected content (concentration x fractional volume) over the whole-voxel sum
+                arr = imgs[t_i].array.astype(np.float64)
+                hard = ndimage.sum_labels(arr, lm.image.array if isinstance(lm, LabelMap) else lm, index=r.label)
+                hard = np.asarray(hard, dtype=float)
+                f = np.where(hard > 0, r.corrected_mean * r.n_voxels / hard, np.nan)
         by_label = {int(lid): i for i, lid in enumerate(r.label)}
         by_name = {name: i for i, name in enumerate(r.region)}
         rows = np.flatnonzero(tpv == tp)
@@ -485,22 +560,27 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
             elif reg[p] in by_name:
                 i = by_name[reg[p]]
             if i is not None:
-                factor[p], rc[p], methods[p] = f[i], r.rc[i], r.method
+                factor[p], rc[p], methods[p], cond[p] = f[i], r.rc[i], r.method, r.condition_number
                 if r.corrected_mean[i] <= 0 < r.observed_mean[i]:
                     methods[p] = r.method + "; pinned at 0 by the non-negative solver"
+                    pinned[p] = True
         for p in rows:
             if kind[p] == "group":
                 members = [q for q in rows if kind[q] == "region" and reg[q] in GROUPS.get(reg[p], ())]
                 if members and len(members) == len(GROUPS.get(reg[p], ())) and act[p] > 0:
                     factor[p] = float(np.sum(act[members] * factor[members]) / act[p])
                     methods[p] = r.method + "; group = sum of corrected members"
+                    cond[p], pinned[p] = r.condition_number, bool(pinned[members].any())
     df["pvc_factor"] = factor
     df["gtm_rc"] = rc
+    df["gtm_condition_number"] = cond
+    df["pvc_pinned"] = pinned
     for col in ("activity_mbq", "activity_mbq_decay_corrected", "pct_id", "pct_id_uncorrected", "pct_id_per_ml",
                 "mean_bq_per_ml"):
         if col in df:
             df[f"{col}_pvc"] = df[col].to_numpy(float) * factor
     df["pvc_method"] = np.where(methods == "", "not corrected (not a labelled region)", methods)
+    df.attrs["notes"] = notes
     return df
 
 

@@ -690,7 +690,8 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
 
 
 #: Top-level entries :func:`make_study` writes (``spectrack phantom`` refuses to replace them unless it wrote them).
-PHANTOM_OUTPUTS = ("dicom", "nifti", "labels.nii.gz", "labels.tsv", "truth", "truth.json", "spectrack.toml")
+PHANTOM_OUTPUTS = ("dicom", "nifti", "labels.nii.gz", "labels.tsv", "truth", "truth.json", "spectrack.toml",
+                   "removed.csv")
 
 
 def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, units: str = "counts",
@@ -798,15 +799,39 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
     if "dicom" in formats:
         files["dicom"] = "dicom/"
         files["dicom_files"] = names.count
+    voids = _collected_urine(b, truth)
+    if voids:
+        atomic_write_text(out / "removed.csv", voids)
+        files["removed"] = "removed.csv"
     if study_file:
-        atomic_write_text(out / "spectrack.toml", study_file_text(b, formats))
+        atomic_write_text(out / "spectrack.toml", study_file_text(b, formats, removed=bool(voids)))
         files["study_file"] = "spectrack.toml"
     truth["files"] = files
     atomic_write_text(out / "truth.json", json.dumps(truth, indent=1, allow_nan=False) + "\n")
     return truth
 
 
-def study_file_text(b: "_Builder", formats) -> str:
+def _collected_urine(b: "_Builder", truth: dict) -> str:
+    """``removed.csv`` of a phantom: the urine of each bladder void up to the last scan, as if collected.
+
+    Activities are physical (MBq when collected and measured, ``measured_h`` = ``time_h``), so the file reads
+    like a metabolic cage's record; empty when no void precedes the last scan.
+    """
+    from .kinetics_model import voided_pct_id
+
+    last = max(b.times_h) if len(b.times_h) else 0.0
+    lam = math.log(2) / float(truth["half_life_h"])
+    rows = [(t, p) for t, p in voided_pct_id(b.pre.kinetics) if t <= last]
+    if not rows:
+        return ""
+    lines = ["kind,time_h,activity_mbq,measured_h,note"]
+    for t, p in rows:
+        a = p / 100.0 * float(truth["injected_mbq"]) * math.exp(-lam * t)
+        lines.append(f"urine,{t!r},{a!r},{t!r},bladder void (phantom truth: {p:.6g} %ID decay-corrected)")
+    return "\n".join(lines) + "\n"
+
+
+def study_file_text(b: "_Builder", formats, *, removed: bool = False) -> str:
     """The ``spectrack.toml`` of a phantom study: what its images do not say.
 
     Its keys are settings-file keys (``spectrack quantify --help``) plus
@@ -830,6 +855,8 @@ def study_file_text(b: "_Builder", formats) -> str:
     lines.append(f'species = "{b.pre.name}"')
     if b.psf > 0:
         lines.append(f"psf_fwhm_mm = {b.psf!r}  # reconstructed resolution, for --pvc")
+    if removed:
+        lines.append('removed = "removed.csv"  # urine collected at each bladder void: closes the mass balance')
     if any(m is not None for m in b.motion):
         lines.append("register = true  # the subject moves between scans; the labels are on time point 0")
     return "\n".join(lines) + "\n"

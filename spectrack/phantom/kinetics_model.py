@@ -119,6 +119,24 @@ class KineticsModel:
         return out
 
 
+def voided_pct_id(model: KineticsModel) -> list[tuple[float, float]]:
+    """What leaves the body at each bladder void: ``(time_h, %ID decay-corrected)``, in time order.
+
+    Examples
+    --------
+    >>> m = KineticsModel({("remainder", "bladder"): 1e9}, {"remainder": 1.0}, voids_h=(2.0,), void_fraction=0.9)
+    >>> [(t, round(p, 6)) for t, p in voided_pct_id(m)]
+    [(2.0, 90.0)]
+    """
+    ie = COMPARTMENTS.index("excreted")
+    out, before = [], 0.0
+    for tv in sorted(v for v in model.voids_h if v > 0):
+        after = 100.0 * float(model.fractions([tv])[0, ie])
+        out.append((float(tv), after - before))
+        before = after
+    return out
+
+
 def simulate_pct_id(model: KineticsModel, times_h) -> dict[str, np.ndarray]:
     """Decay-corrected %ID of every compartment at ``times_h``.
 

@@ -11,6 +11,7 @@ import datetime as dt
 import html
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -270,33 +271,49 @@ def _summary_section(data) -> str:
 
 
 def _mass_balance_section(data) -> str:
-    mb = mass_balance(data.table)
+    """The injected activity against the field of view plus what left the body, per scan; then the table's sums."""
+    from ..quantification.balance import DEFAULT_THRESHOLD_PCT_ID, mass_balance_table
+
+    stored = (data.metadata or {}).get("mass_balance") or {}
+    if stored.get("per_timepoint") is not None:
+        import pandas as pd
+
+        bal = pd.DataFrame(stored["per_timepoint"])
+        threshold = float(stored.get("threshold_pct_id", DEFAULT_THRESHOLD_PCT_ID))
+    else:  # results written before the mass balance was stored: no removed activity known
+        bal = mass_balance_table(data.table)
+        threshold = bal.attrs["threshold_pct_id"]
+    removed = stored.get("removed") or None
     rows, classes = [], []
-    for r in mb.to_dict("records"):
-        rows.append([str(r["timepoint"]), fmt(r["time_h"], 4), str(r["n_regions"]), fmt_pct(r["regions_pct_id"]),
-                     fmt_pct(r["outside_pct_id"]), fmt_pct(r["sum_pct_id"]), fmt_pct(r["fov_pct_id"]),
-                     _fixed(r["discrepancy_pct_id"], 3, sign=True), _fixed(r["discrepancy_pct_of_fov"], 3),
-                     _fixed(r["regions_share_of_fov_pct"], 2),
+    for r in bal.to_dict("records"):
+        rows.append([str(r["timepoint"]), fmt(r["time_h"], 4), fmt_pct(r["fov_pct_id"]), fmt_pct(r["regions_pct_id"]),
+                     fmt_pct(r["removed_pct_id"]), fmt_pct(r["accounted_pct_id"]),
+                     _fixed(r["unaccounted_pct_id"], 2, sign=True),
                      "<span class='bad'>check</span>" if r["flag"] else "<span class='ok'>ok</span>"])
         classes.append("flag" if r["flag"] else "")
-    n_flag = int(mb["flag"].sum()) if len(mb) else 0
-    verdict = (f"<span class='bad'>{n_flag} time point(s) flagged</span>" if n_flag
-               else "<span class='ok'>all time points balance</span>")
-    cover = ""
-    if len(mb):
-        sh = mb["regions_share_of_fov_pct"].to_numpy(float)
-        fov = mb["fov_pct_id"].to_numpy(float)
-        if np.isfinite(sh).any():
-            cover = (f" The regions hold {np.nanmin(sh):.1f}–{np.nanmax(sh):.1f} % of the activity in the field "
-                     f"of view; the field of view holds {np.nanmin(fov):.1f}–{np.nanmax(fov):.1f} %ID "
-                     "(decay-corrected): what is missing was excreted or lies outside the field of view.")
+    n_flag = int(bal["flag"].sum()) if len(bal) else 0
+    verdict = (f"<span class='bad'>{n_flag} time point(s) with more than {threshold:g} %ID unaccounted for</span>"
+               if n_flag else f"<span class='ok'>every time point within {threshold:g} %ID</span>")
+    if removed:
+        src = (f"Removed: {len(removed.get('rows', []))} collection(s) from {e(Path(removed['path']).name)} "
+               f"({fmt_pct(removed.get('total_pct_id'))} %ID in all, decay-corrected), each counted from the scans "
+               "after it.")
+    else:
+        src = ("No removed activity was given (--removed FILE: urine, excreta, CSF samples, leakage): whatever left "
+               "the body shows as unaccounted for.")
+    mb = mass_balance(data.table)  # the table's own sums: regions + outside_regions = field of view
+    n_sum = int(mb["flag"].sum()) if len(mb) else 0
+    sums = (f"<span class='bad'>{n_sum} time point(s) flagged</span>: the regions plus <i>outside_regions</i> differ "
+            f"from the field of view by more than {MASS_BALANCE_TOL_PCT:g} %, or a row is missing" if n_sum
+            else "<span class='ok'>the regions plus <i>outside_regions</i> add up to the field of view at every "
+                 "time point</span>")
     return ("<h2 id='balance'>Mass balance</h2>"
-            f"<p class='note'>Per time point: Σ %ID of the regions (groups excluded: they are sums of regions) plus "
-            f"<i>outside_regions</i>, against <i>field_of_view</i>. A time point is flagged when they differ by more "
-            f"than {MASS_BALANCE_TOL_PCT:g} % of the field of view, or when a row is missing. {verdict}.{cover}</p>"
-            + _table(["time point", "time (h)", "regions", "Σ regions (%ID)", "outside (%ID)",
-                      "Σ regions + outside (%ID)", "field of view (%ID)", "difference (%ID)",
-                      "|difference| (% of FOV)", "regions' share of FOV (%)", "check"], rows, row_classes=classes))
+            "<p class='note'>Where the injected activity is. All values are %ID decay-corrected to injection, so the "
+            "injected activity decay-corrected to each scan is 100 %ID. Accounted for = field of view + activity "
+            f"known to have left the body before the scan; unaccounted for = 100 − accounted. {src} {verdict}.</p>"
+            + _table(["time point", "time (h)", "field of view (%ID)", "Σ regions (%ID)", "removed (%ID)",
+                      "accounted for (%ID)", "unaccounted for (%ID)", "check"], rows, row_classes=classes)
+            + f"<p class='note'>Table sums: {sums}.</p>")
 
 
 def _timepoint_tables(data) -> str:
