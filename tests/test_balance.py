@@ -322,8 +322,8 @@ def _fine_phantom(fwhm_mm):
 
 def test_fractional_masks_recover_what_whole_voxels_cannot():
     """PETPVC-style fractional masks: on a phantom drawn on a 3x finer grid, GTM with partial-voxel masks
-    gets every region's content within 1.5 %; whole-voxel masks, which give each boundary voxel to one region,
-    miss the small sphere by several per cent even with the right FWHM."""
+    gets every region's content within 2 %; whole-voxel masks, which give each boundary voxel to one region,
+    miss every region by 4 % or more (5-9 % here) even with the right FWHM."""
     from spectrack.kinetics import add_gtm_correction
     from spectrack.regions.fractions import region_fractions
 
@@ -342,7 +342,7 @@ def test_fractional_masks_recover_what_whole_voxels_cannot():
     err_whole = [abs(whole.pct_id_pvc[i] / truth[v] - 1) for i, v in enumerate((1, 2, 3))]
     err_part = [abs(part.pct_id_pvc[i] / truth[v] - 1) for i, v in enumerate((1, 2, 3))]
     assert max(err_part) < 0.02, (err_whole, err_part)
-    assert err_whole[2] > 0.03 and err_whole[2] > 3 * err_part[2], (err_whole, err_part)
+    assert min(err_whole) > 0.04 and err_whole[2] > 3 * err_part[2], (err_whole, err_part)
     assert "fractional masks" in part.pvc_method[0] and "whole-voxel masks" in whole.pvc_method[0]
     # without blur the fractional GTM still unmixes the boundary voxels; whole voxels cannot
     img0, lm0, truth0 = _fine_phantom(0.0)
