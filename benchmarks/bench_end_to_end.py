@@ -35,8 +35,10 @@ sys.path.insert(0, str(HERE))
 from _common import emit, machine, peak_rss_mb  # noqa: E402
 
 
-def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int = 0, ct_refine: int = 3) -> dict:
-    """Write the phantom study and replace its CTs by ``ct_shape`` ones; return a summary."""
+def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int = 0, ct_refine: int = 3,
+            times_h=None) -> dict:
+    """Write the phantom study (``times_h``: the preset's by default) and replace its CTs by ``ct_shape`` ones;
+    return a summary."""
     import pydicom
     import SimpleITK as sitk
     from pydicom.uid import generate_uid
@@ -46,7 +48,8 @@ def prepare(folder: Path, ct_shape: tuple[int, int, int], spect: int, seed: int 
     from spectrack.phantom import make_study
 
     t0 = time.perf_counter()
-    truth = make_study(folder, "human", seed=seed, spect_shape=(spect,) * 3, ct_refine=ct_refine, formats=("dicom",))
+    truth = make_study(folder, "human", seed=seed, spect_shape=(spect,) * 3, ct_refine=ct_refine, formats=("dicom",),
+                       times_h=times_h)
     dicom = folder / "dicom"
     series: dict[str, list[Path]] = {}
     for f in sorted(dicom.iterdir()):

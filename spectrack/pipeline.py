@@ -556,7 +556,7 @@ def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settin
     if neuraxis is not None and len(neuraxis):
         from .regions.neuraxis import write_profile
 
-        result.outputs.update(write_profile(neuraxis, out))
+        result.outputs.update(write_profile(neuraxis, out, plot=settings.report))  # the figure is for readers
     written, meta["label_maps"] = write_label_maps(study, details_labels, out)
     result.outputs.update(written)
     result.outputs["study.json"] = write_json(out / "study.json", meta)
