@@ -14,8 +14,8 @@ when :mod:`spectrack.regions.auto` exists, else the phantom's label map),
 sensitivity calibration, the default uncertainty draws and the HTML report,
 writing into a temporary folder. The stages are timed with ``run_study``'s
 progress callback; the peak resident memory is the process's ``ru_maxrss``
-(interpreter and imports included). Targets: under 30 s wall and 3 GB.
-Not a test.
+(interpreter and imports included). No absolute target: ``bench_textbook.py``
+measures spectrack against a textbook script in the same run. Not a test.
 """
 
 from __future__ import annotations
@@ -193,12 +193,11 @@ def main(argv=None) -> int:
           f"{m['import_s']:.1f} s); peak RSS {m['peak_rss_mb']:.0f} MB")
     for name, s in m["stages_s"].items():
         print(f"   {name:<9} {s:6.2f} s  {100 * s / wall:5.1f} %")
+    # no absolute target (a shared machine misses any fixed time when busy): bench_textbook.py gives the ratios
     rows = [dict(figure=f"End to end, human 6 tp, SPECT {a.spect}^3, CT {a.ct.replace(',', 'x')}: wall",
-                 ours=f"{wall:.1f} s", peer_name="target", peer="30 s", ratio=wall / 30.0, target="<= 1x",
-                 ok=wall <= 30.0),
+                 ours=f"{wall:.1f} s", peer_name="(see bench_textbook.py for ratios)", peer=""),
             dict(figure=f"End to end, human 6 tp, SPECT {a.spect}^3, CT {a.ct.replace(',', 'x')}: peak RSS",
-                 ours=f"{m['peak_rss_mb']:.0f} MB", peer_name="target", peer="3072 MB",
-                 ratio=m["peak_rss_mb"] / 3072.0, target="<= 1x", ok=m["peak_rss_mb"] <= 3072.0)]
+                 ours=f"{m['peak_rss_mb']:.0f} MB", peer_name="(see bench_textbook.py for ratios)", peer="")]
     for name, s in m["stages_s"].items():
         rows.append(dict(figure=f"End to end: stage {name}", ours=f"{s:.2f} s", peer_name="share of wall",
                          peer=f"{100 * s / wall:.0f} %"))

@@ -26,6 +26,8 @@ BENCHES = {
     "stats": ("bench_stats.py", [], ["--size", "128", "--frames", "3", "--repeat", "3"]),
     "dicom": ("bench_dicom.py", [], ["--slices", "100", "--size", "256", "--repeat", "3"]),
     "end_to_end": ("bench_end_to_end.py", [], ["--ct", "256,256,150", "--spect", "64"]),
+    "textbook": ("bench_textbook.py", [], ["--ct", "256,256,150", "--spect", "64", "--repeat", "1",
+                                          "--jobs", "textbook,minimal,full"]),
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
+__all__ = ["LazyImage", 
     "Image",
     "from_nifti_affine",
     "to_nifti_affine",
@@ -82,6 +82,9 @@ class Image:
         self.array = np.asarray(self.array)
         if self.array.ndim != 3:
             raise ValueError(f"Image needs a 3-D array, got shape {self.array.shape}")
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
         self.origin_mm = np.asarray(self.origin_mm, dtype=float).reshape(3)
         self.spacing_mm = np.asarray(self.spacing_mm, dtype=float).reshape(3)
         if self.direction is None:
@@ -126,7 +129,7 @@ class Image:
 
     def voxel_centres_mm(self) -> np.ndarray:
         """LPS coordinates of every voxel centre, shape ``array.shape + (3,)``."""
-        k, j, i = np.meshgrid(*(np.arange(n) for n in self.array.shape), indexing="ij")
+        k, j, i = np.meshgrid(*(np.arange(n) for n in self.shape_ijk[::-1]), indexing="ij")
         return self.index_to_world_mm(np.stack([i, j, k], axis=-1))
 
     def corners_mm(self) -> np.ndarray:
@@ -138,7 +141,7 @@ class Image:
     def same_grid(self, other: "Image", tol_mm: float = 1e-3) -> bool:
         """True if ``other`` has the same shape and voxel positions (within ``tol_mm``)."""
         return (
-            self.array.shape == other.array.shape
+            self.shape_ijk == other.shape_ijk
             and np.allclose(self.affine, other.affine, atol=tol_mm)
         )
 
@@ -160,6 +163,69 @@ class Image:
 
 
 # ---------------------------------------------------------------- conversions
+class LazyImage(Image):
+    """An :class:`Image` whose voxels are read on first use of ``array``.
+
+    The geometry (shape, origin, spacing, direction) is known from headers;
+    ``load()`` returns the voxel array, shape ``shape`` (``[k, j, i]``), and
+    is called at most once. A CT that only places a label map is never read.
+
+    Examples
+    --------
+    >>> calls = []
+    >>> img = LazyImage((2, 3, 4), lambda: calls.append(1) or np.ones((2, 3, 4)), spacing_mm=(1, 1, 2))
+    >>> img.shape_ijk, img.loaded, len(calls)
+    ((4, 3, 2), False, 0)
+    >>> float(img.array.sum()), img.loaded, len(calls)
+    (24.0, True, 1)
+    """
+
+    def __init__(self, shape, load, origin_mm=(0.0, 0.0, 0.0), spacing_mm=(1.0, 1.0, 1.0), direction=None,
+                 units: str = "", meta: dict | None = None):
+        self._shape = tuple(int(n) for n in shape)
+        if len(self._shape) != 3:
+            raise ValueError(f"LazyImage needs a 3-D shape, got {self._shape}")
+        self._load, self._array = load, None
+        self.origin_mm, self.spacing_mm, self.direction = origin_mm, spacing_mm, direction
+        self.units, self.meta = units, dict(meta or {})
+        self._check_geometry()
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            arr = np.asarray(self._load())
+            if arr.shape != self._shape:
+                raise ValueError(f"lazy image loaded shape {arr.shape}, expected {self._shape}")
+            self._array, self._load = arr, None
+        return self._array
+
+    @array.setter
+    def array(self, value) -> None:
+        value = np.asarray(value)
+        self._array, self._load, self._shape = value, None, tuple(value.shape)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the voxels have been read."""
+        return self._array is not None
+
+    @property
+    def shape_ijk(self) -> tuple[int, int, int]:
+        return tuple(self._shape[::-1])
+
+    def with_array(self, array, units: str | None = None) -> Image:
+        return Image(np.asarray(array), self.origin_mm, self.spacing_mm, self.direction,
+                     units=self.units if units is None else units, meta=dict(self.meta))
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not read yet"
+        return (f"LazyImage(shape_ijk={self.shape_ijk}, spacing_mm={self.spacing_mm.tolist()}, units={self.units!r}, "
+                f"{state})")
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
 def from_nifti_affine(array_xyz: np.ndarray, affine_ras: np.ndarray, **kw) -> Image:
     """Build an :class:`Image` from a NIfTI-style array and RAS affine.
 

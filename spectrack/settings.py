@@ -298,6 +298,12 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             elif "float" in t:
                 val = float(val)
             elif t == "int":
+                if isinstance(val, str):  # '3' and '3.0' as the command line takes them; '1e6', '1.5' refused
+                    import re
+
+                    if not re.fullmatch(r"\s*[+-]?[0-9]+(_[0-9]+)*(\.0*)?\s*", val):
+                        raise ValueError(val)
+                    val = int(val.strip().split(".")[0])
                 if isinstance(val, float) and not val.is_integer():
                     raise ValueError(val)
                 val = int(val)
@@ -319,7 +325,11 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
             raise SettingError(where, k, str(key), f"has a bad value {val!r} (expected {kind})") from None
         nums = val if isinstance(val, list) else [val] if isinstance(val, (int, float)) and not isinstance(val, bool) \
             else []
-        if any(not math.isfinite(v) for v in nums):
+        try:
+            finite = all(math.isfinite(v) for v in nums)
+        except OverflowError:  # an integer beyond any float
+            raise SettingError(where, k, str(key), f"is far too large ({len(str(val))} digits)") from None
+        if not finite:
             raise SettingError(where, k, str(key), f"must be a finite number, got {val!r}")
         if k == "radionuclide":
             from .physics import nuclide

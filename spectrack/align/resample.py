@@ -84,7 +84,8 @@ def resample_labels(labels: Image, reference: Image, transform=None, *, method: 
 
     if method not in LABEL_METHODS:
         raise ValueError(f"unknown label resampling method {method!r}: {', '.join(LABEL_METHODS)}")
-    src = to_sitk(labels, dtype=np.int32)
+    small = labels.array.dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
+    src = to_sitk(labels, dtype=None if small else np.int32)  # no widening copy of a CT-sized map
     f = sitk.ResampleImageFilter()
     f.SetSize([int(n) for n in reference.shape_ijk])
     f.SetOutputOrigin(tuple(float(v) for v in reference.origin_mm))

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..geometry import Image
+from ..geometry import Image, LazyImage
 from ..physics import nuclide_from_code
 from .model import Series, Sourced
 
@@ -1696,35 +1696,19 @@ def _read_stack(items: list, kind: str) -> Series:
     rows, cols = shapes.pop()
     if n * rows * cols * 4 > _MAX_BYTES:
         raise InputError(f"{where}: {n} slices of {rows}x{cols} exceed 8 GiB")
-    # CT goes to int16 while every slice maps exactly into it (checked slice by slice), else float32
-    values = np.empty((n, rows, cols), dtype=np.int16 if kind == "CT" else np.float32)
-    maps = []
-    for k, (p, ds) in enumerate(items):
-        w = _where(p, ds)
-        px = _stored_pixels(ds, w)
-        if px.shape[0] != 1:
-            raise _SkipSeries(f"{w}: multi-frame file in a slice series")
-        m = _value_mapping(ds, kind, w, warn if k == 0 else [])
-        m["float"] = px.dtype.kind == "f"
-        maps.append(m)
-        if values.dtype == np.int16:
-            slope, icpt = float(m["slope"]), float(m["intercept"])
-            if _int16_exact(px[0], slope, icpt):
-                dst = values[k]
-                if slope == 1:
-                    np.add(px[0], np.int32(icpt), out=dst, casting="unsafe")  # exact: the result fits (checked)
-                else:
-                    np.copyto(dst, px[0].astype(np.int32) * int(slope) + int(icpt), casting="unsafe")
-                continue
-            values = np.concatenate([values[:k].astype(np.float32), np.empty((n - k, rows, cols), np.float32)])
-        dst = values[k]  # rescale slice by slice while it is in cache
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.copyto(dst, px[0], casting="unsafe")
-        _rescale_in_place(dst, m["slope"], m["intercept"])
-    if values.dtype == np.float32 and any(_may_be_non_finite(
-            np.dtype(np.float32) if m.get("float") else np.dtype(np.int32), m["slope"], m["intercept"])
-            for m in maps):
-        _zero_non_finite(values, where, warn)
+    values, maps = None, None  # values None: read when first used (LazyImage)
+    if kind == "CT" and _lazy_pixels_ok(items, rows, cols):
+        # headers say the pixels are plain integers of the declared size: read them when first used
+        first: list[str] = []
+        maps = [_value_mapping(ds, kind, _where(p, ds), first if k == 0 else []) for k, (p, ds) in enumerate(items)]
+        for m in maps:
+            m["float"] = False
+        if any(_may_be_non_finite(np.dtype(np.int32), m["slope"], m["intercept"]) for m in maps):
+            maps = None
+        else:
+            warn.extend(first)
+    if maps is None:
+        values, maps = _stack_pixels(items, kind, (n, rows, cols), where, warn)
     units = {m["units"] for m in maps}
     if len(units) != 1:
         raise InputError(f"{where}: slices are in different units {sorted(units)}")
@@ -1732,8 +1716,16 @@ def _read_stack(items: list, kind: str) -> Series:
     icpts = np.array([m["intercept"] for m in maps])
     mp = maps[0]
     varies = np.ptp(slopes) > 0 or np.ptp(icpts) > 0
-    image = Image(values, origin_mm=ipps[order[0]], spacing_mm=(sp_i, sp_j, step),
-                  direction=np.column_stack([row, col, normal]), units=mp["units"])
+    geometry = dict(origin_mm=ipps[order[0]], spacing_mm=(sp_i, sp_j, step),
+                    direction=np.column_stack([row, col, normal]), units=mp["units"])
+    if values is None:
+        def load(items=items, shape=(n, rows, cols), where=where):
+            with _quiet():
+                return _stack_pixels(items, kind, shape, where, [])[0]
+
+        image = LazyImage((n, rows, cols), load, **geometry)
+    else:
+        image = Image(values, **geometry)
 
     datasets = [ds for _, ds in items]
     modality = kind
@@ -1766,6 +1758,66 @@ def _read_stack(items: list, kind: str) -> Series:
         _optional(_pet_style_meta, datasets, meta, where, warn, what="decay-correction information")
         _optional(_decay_reference_meta, datasets, meta, False, where, warn, what="decay reference time")
     return _finish(Series(image=image, modality=modality, meta=meta, files=[p for p, _ in items if p]), warn)
+
+
+def _lazy_pixels_ok(items: list, rows: int, cols: int) -> bool:
+    """Whether every slice's pixels can be read later without surprises: one frame, one sample, uncompressed
+    8/16/32-bit integers whose declared length matches the header and fits in the file."""
+    for p, ds in items:
+        if p is None or any(kw in ds for kw in ("FloatPixelData", "DoubleFloatPixelData")) or "PixelData" not in ds:
+            return False
+        try:
+            frames, r, c, bits, spp = _declared(ds, "")
+            ts = _transfer_syntax(ds)
+        except InputError:
+            return False
+        if (frames, r, c, spp) != (1, rows, cols, 1) or ts.is_compressed or bits not in (8, 16, 32):
+            return False
+        need = rows * cols * bits // 8
+        have = _value_length(ds, _PIXEL_TAGS["PixelData"])
+        if have is None or not need <= have <= need + 1:
+            return False
+        try:
+            if os.path.getsize(p) < have:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _stack_pixels(items: list, kind: str, shape: tuple, where: str, warn: list[str]):
+    """(values, value mappings) of a slice stack, slice by slice: CT as int16 while every slice maps exactly
+    into it, else float32."""
+    n, rows, cols = shape
+    values = np.empty((n, rows, cols), dtype=np.int16 if kind == "CT" else np.float32)
+    maps = []
+    for k, (p, ds) in enumerate(items):
+        w = _where(p, ds)
+        px = _stored_pixels(ds, w)
+        if px.shape[0] != 1:
+            raise _SkipSeries(f"{w}: multi-frame file in a slice series")
+        m = _value_mapping(ds, kind, w, warn if k == 0 else [])
+        m["float"] = px.dtype.kind == "f"
+        maps.append(m)
+        if values.dtype == np.int16:
+            slope, icpt = float(m["slope"]), float(m["intercept"])
+            if _int16_exact(px[0], slope, icpt):
+                dst = values[k]
+                if slope == 1:
+                    np.add(px[0], np.int32(icpt), out=dst, casting="unsafe")  # exact: the result fits (checked)
+                else:
+                    np.copyto(dst, px[0].astype(np.int32) * int(slope) + int(icpt), casting="unsafe")
+                continue
+            values = np.concatenate([values[:k].astype(np.float32), np.empty((n - k, rows, cols), np.float32)])
+        dst = values[k]  # rescale slice by slice while it is in cache
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(dst, px[0], casting="unsafe")
+        _rescale_in_place(dst, m["slope"], m["intercept"])
+    if values.dtype == np.float32 and any(_may_be_non_finite(
+            np.dtype(np.float32) if m.get("float") else np.dtype(np.int32), m["slope"], m["intercept"])
+            for m in maps):
+        _zero_non_finite(values, where, warn)
+    return values, maps
 
 
 def _pet_duration(datasets: list, meta: dict, where: str, warn: list[str]) -> None:
