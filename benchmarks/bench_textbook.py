@@ -155,8 +155,10 @@ def _check_same(out: Path, minimal: str = "minimal") -> int:
     ours = ours[ours["kind"] == "region"].set_index(["region", "timepoint"])["pct_id"]
     theirs = pd.read_csv(out / "textbook.csv").set_index(["region", "timepoint"])["pct_id"]
     both = theirs.index.intersection(ours.index)
-    if len(both) != len(theirs):
-        raise SystemExit(f"regions differ: textbook {len(theirs)} values, spectrack {len(ours)}")
+    absent = theirs.drop(index=both)  # regions no SPECT voxel centre falls in: spectrack has no row
+    if len(both) != len(ours) or (absent != 0).any():
+        raise SystemExit(f"regions differ: textbook {len(theirs)} values ({int((absent != 0).sum())} non-zero "
+                         f"where spectrack has none), spectrack {len(ours)}")
     rel = ((ours.loc[both] - theirs.loc[both]).abs() / theirs.loc[both].abs().clip(lower=1e-9)).max()
     if not rel <= 1e-4:
         worst = ((ours.loc[both] - theirs.loc[both]).abs()).idxmax()
@@ -210,6 +212,17 @@ def _split_labels(labels: Path, out: Path, n_labels: int) -> Path:
     lab = np.asarray(img.dataobj).astype(np.int32)
     ids = [int(v) for v in np.unique(lab) if v != 0]
     sizes = np.array([(lab == v).sum() for v in ids], float)
+    if n_labels < len(ids):  # fewer labels than regions: the smallest regions share the last label
+        new = np.zeros_like(lab)
+        names = []
+        for rank, v in enumerate(np.array(ids)[np.argsort(-sizes, kind="stable")]):
+            new[lab == v] = min(rank, n_labels - 1) + 1
+        names = [f"{k}\tregion_{k}" for k in range(1, n_labels + 1)]
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"labels_{n_labels}.nii.gz"
+        nib.save(nib.Nifti1Image(new.astype(np.int16), img.affine, img.header), str(path))
+        (out / f"labels_{n_labels}.tsv").write_text("index\tname\n" + "\n".join(names) + "\n")
+        return path
     parts = np.maximum(1, np.round(sizes / sizes.sum() * n_labels)).astype(int)
     while parts.sum() > n_labels:
         parts[np.argmax(parts)] -= 1
