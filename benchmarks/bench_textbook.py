@@ -109,8 +109,21 @@ def _child(argv: list[str]) -> int:
         from spectrack.cli import main
 
         rc = main(rest)
-    Path(peak_file).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+    Path(peak_file).write_text(str(_own_peak_mb(resource)))
     return int(rc or 0)
+
+
+def _own_peak_mb(resource) -> float:
+    """This process's own peak resident memory (MB): ``VmHWM``, which starts afresh at exec. ``ru_maxrss`` is
+    no good here: Linux carries it over from the forking parent, so a child of a large parent reports the
+    parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _jobs(study: Path, labels: Path, sens: float, out: Path) -> dict[str, list[str]]:
