@@ -238,8 +238,13 @@ def quantify(
         rows.append(row("outside_regions", 0, "outside", n_out, fov_sum - in_regions, out_mask_max))
     for lm in labels if isinstance(labels, list) else [labels]:  # named, but no voxels in the label map itself
         said = set(lm.meta.get("regions_without_voxels", []))
+        present = None  # counted once per label map, and only when a named region was not quantified
         for idx, name in sorted(lm.names.items()):
-            if idx not in quantified and idx not in set(lm.present()) and name not in said:
+            if idx in quantified or name in said:
+                continue
+            if present is None:
+                present = set(lm.present())
+            if idx not in present:
                 said.add(name)
                 msg = (f"region {name} is named in the label map ({Path(lm.source).name or 'given'}) but has no "
                        "voxels at any time point: it is not in the table")
