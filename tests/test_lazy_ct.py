@@ -61,3 +61,30 @@ def test_truncated_ct_slice_is_still_refused_at_load(tmp_path):
         read_ct_series(sorted(tmp_path.iterdir()))
     with pytest.raises(InputError, match=r"skipped .*truncated"):  # the folder reader names the file
         load_dicom_folder(tmp_path)
+
+
+def test_lazy_ct_on_a_series_written_by_gdcm(tmp_path):
+    """A CT series written by SimpleITK's GDCM writer (not spectrack's): read lazily, the same voxels and grid."""
+    arr = (np.arange(6 * 20 * 24).reshape(6, 20, 24) % 700 - 500).astype(np.int16)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.8, 0.9, 2.5))
+    img.SetOrigin((-10.0, -20.0, 30.0))
+    w = sitk.ImageFileWriter()
+    w.KeepOriginalImageUIDOn()
+    uid = "1.2.826.0.1.3680043.2.1125.77"
+    for k in range(arr.shape[0]):
+        s = img[:, :, k]
+        pos = "\\".join(f"{v:g}" for v in img.TransformIndexToPhysicalPoint((0, 0, k)))
+        for tag, val in (("0008|0060", "CT"), ("0020|000e", uid + ".2"), ("0020|000d", uid + ".3"),
+                         ("0008|0020", "20260101"), ("0008|0030", "101010"), ("0020|0032", pos),
+                         ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0013", str(k + 1)), ("0028|1052", "0"),
+                         ("0028|1053", "1"), ("0018|0050", "2.5")):
+            s.SetMetaData(tag, val)
+        w.SetFileName(str(tmp_path / f"slice{k:02d}.dcm"))
+        w.Execute(s)
+    assert str(pydicom.dcmread(tmp_path / "slice00.dcm").SOPClassUID) == "1.2.840.10008.5.1.4.1.1.2"
+    s = read_ct_series(sorted(tmp_path.iterdir()))
+    assert isinstance(s.image, LazyImage) and not s.image.loaded
+    assert s.image.shape_ijk == (24, 20, 6)
+    assert np.allclose(s.image.spacing_mm, (0.8, 0.9, 2.5)) and np.allclose(s.image.origin_mm, (-10, -20, 30))
+    assert np.array_equal(s.image.array, arr) and s.image.array.dtype == np.int16
