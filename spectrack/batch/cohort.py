@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..io_utils import atomic_file_set
+from ..quantification.balance import DEFAULT_THRESHOLD_PCT_ID
 
 __all__ = ["cohort_table", "cohort_stats", "qc_table", "write_cohort", "cohort_report"]
 
@@ -291,14 +292,14 @@ def cohort_report(summary, table, stats, qc, usual, figures: dict[str, bytes]) -
                  "fewer a study has. Mass balance: largest |Σ region %ID + outside − field of view| as % of the "
                  f"field of view (flagged above {_MASS_BALANCE_TOL_PCT:g} %). Unaccounted: the injected activity "
                  "(decay-corrected) found neither in the field of view nor in the removed activity, %ID, at the "
-                 "time point farthest from 0 (flagged above 10 %ID). Registration: lowest normalised "
-                 "cross-correlation of the registered CTs, when registration ran.</p>")
+                 f"time point farthest from 0 (flagged above {DEFAULT_THRESHOLD_PCT_ID:g} %ID). Registration: "
+                 "lowest normalised cross-correlation of the registered CTs, when registration ran.</p>")
     qrows = qc.to_dict("records")
     parts.append(_html_table(
         qrows, ["study", "species", "group", "status", "timepoints", "missing_timepoints", "mass_balance_pct",
                 "unaccounted_pct_id", "registration_ncc_min", "warnings"],
         flag=lambda r: r["status"] == "failed" or (r["missing_timepoints"] or 0) > 0
-        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT or abs(r["unaccounted_pct_id"] or 0) > 10.0))
+        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT or abs(r["unaccounted_pct_id"] or 0) > DEFAULT_THRESHOLD_PCT_ID))
     failed = [r for r in qrows if r["status"] == "failed"]
     if failed:
         parts.append("<h2>Failures</h2>")
