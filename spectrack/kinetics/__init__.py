@@ -43,7 +43,9 @@ from .tac import QUANTITIES, TAC, get_tac, time_activity_curves
 from .uncertainty import (
     DEFAULT_CALIBRATION_CV,
     add_pct_id_intervals,
+    boundary_sd_mm,
     derived_intervals,
+    noise_factor_from_replicates,
     pct_id_interval,
     percentile_interval,
     propagate,
@@ -58,5 +60,5 @@ __all__ = [
     "FWHM_PRESETS_MM", "GTMResult", "add_gtm_correction", "cylinder_rc", "sphere_rc", "default_fwhm_mm",
     "gtm_correct", "gtm_matrix", "measure_fwhm", "sigma_voxels",
     "DEFAULT_CALIBRATION_CV", "add_pct_id_intervals", "derived_intervals", "pct_id_interval",
-    "percentile_interval", "propagate", "region_spread",
+    "percentile_interval", "propagate", "region_spread", "boundary_sd_mm", "noise_factor_from_replicates",
 ]
