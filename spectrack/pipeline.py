@@ -101,11 +101,12 @@ def write_json(path: Path, data: dict) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
-def _add_intervals(table, study, details, settings, notes):
-    """95 % Monte Carlo intervals on %ID (counting, calibration, region boundary)."""
+def _add_intervals(table, study, details, settings, notes, pvc_fwhm=None):
+    """95 % Monte Carlo intervals on %ID and, with ``--pvc``, on the corrected %ID (EANM terms)."""
     import numpy as np
 
     from .kinetics import add_pct_id_intervals
+    from .kinetics.uncertainty import boundary_sd_mm
 
     counts_per_mbq = []
     counting = True
@@ -124,8 +125,29 @@ def _add_intervals(table, study, details, settings, notes):
         notes.append("counting noise not included in the intervals: Bq/mL images without a sensitivity "
                      "(give --sensitivity to include it)")
         counts_per_mbq = [1e15 if not np.isfinite(c) else c for c in counts_per_mbq]
+    warn = details.warnings
+    if settings.noise_factor == 1.0 and counting:
+        warn.append("intervals: the counting noise of a region's sum is taken as Poisson (--noise-factor 1, "
+                    "assumed); iterative reconstructions with attenuation correction are noisier (the realistic "
+                    "phantom's OSEM gives 7-46x the Poisson variance): measure it on replicate reconstructions")
+    seg = settings.segmentation_sd_mm
+    if seg is None:
+        seg = boundary_sd_mm(details.labels_per_timepoint[0])
+        notes.append(f"region boundary position SD {seg:.3g} mm (assumed: the label voxel / sqrt(12); "
+                     "give --segmentation-sd-mm)")
+    fw_sd = 0.0
+    if pvc_fwhm is not None:
+        fw, how = pvc_fwhm
+        fw_sd = settings.psf_fwhm_sd_mm
+        if fw_sd is None:
+            rel = 0.2 if "preset" in how else 0.1
+            fw_sd = rel * float(np.mean(fw))
+            warn.append(f"intervals: PSF FWHM SD {fw_sd:.3g} mm assumed ({100 * rel:g} % of the FWHM, "
+                        f"{how}); give --psf-fwhm-sd-mm")
     return add_pct_id_intervals(table, [tp.emission.image for tp in study.timepoints], details.labels_per_timepoint,
                                 counts_per_mbq=counts_per_mbq, calibration_cv=settings.calibration_cv,
+                                noise_factor=settings.noise_factor, segmentation_sd_mm=seg,
+                                fwhm_mm=None if pvc_fwhm is None else pvc_fwhm[0], fwhm_sd_mm=fw_sd,
                                 n_draws=settings.uncertainty_draws, seed=settings.seed)
 
 
@@ -461,8 +483,9 @@ def run_study(
     if settings.pvc:
         table = _recovery_correction(table, images, details, settings, kin_notes, label_inputs,
                                      source_labels=lab, transforms=transforms)
+    pvc_fwhm = table.attrs.pop("pvc_fwhm", None)
     if settings.uncertainty_draws > 0:
-        table = _add_intervals(table, study, details, settings, kin_notes)
+        table = _add_intervals(table, study, details, settings, kin_notes, pvc_fwhm=pvc_fwhm)
     table, balance = _dose_bookkeeping(table, details, settings, label_inputs)
 
     kin = None
@@ -674,6 +697,7 @@ def _recovery_correction(table, images, details, settings: Settings, kin_notes: 
                             "way")
     table = add_gtm_correction(table, images, details.labels_per_timepoint, fwhm, fractions=fractions)
     warn.extend(table.attrs.pop("notes", []))
+    table.attrs["pvc_fwhm"] = (fwhm, how)
     region_rows = table["kind"] == "region"
     change = np.abs(table.loc[region_rows, "pvc_factor"].to_numpy(float) - 1.0)
     change = change[np.isfinite(change)]  # regions without counts have no factor

@@ -109,6 +109,12 @@ class Settings:
         None, "Region(s) holding the injection, comma-separated: their kinetics integrals start at the "
         "back-extrapolated content instead of 0.", shown="injection_site and the region around it")
     calibration_cv: float = _opt(0.027, "Calibration coefficient of variation for the intervals.")
+    noise_factor: float = _opt(1.0, "Variance of a region's summed counts over their Poisson variance, for the "
+                               "intervals (measure it on replicate reconstructions; 1 = Poisson).")
+    psf_fwhm_sd_mm: float | None = _opt(None, "SD (mm) of the PSF FWHM, carried through the GTM into the --pvc "
+                                        "intervals.", shown="10 % of the FWHM, 20 % for a preset default")
+    segmentation_sd_mm: float | None = _opt(None, "SD (mm) of a region boundary's position, for the intervals.",
+                                            shown="label voxel / sqrt(12)")
     uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
     seed: int = _opt(0, "Random seed of the Monte Carlo intervals.")
     report: bool = _opt(True, "Write the HTML report (batch: each study's and the cohort report).")
@@ -170,8 +176,8 @@ _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "auto_regions": (None,) + SPECIES,
             "label_resampling": ("linear", "nearest", "gaussian", "vote"),
             "pvc_masks": ("whole", "fractional")}
-_POSITIVE = ("sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
-_NON_NEGATIVE = ("neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
+_POSITIVE = ("noise_factor", "sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
+_NON_NEGATIVE = ("psf_fwhm_sd_mm", "segmentation_sd_mm", "neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
                  "residual_mbq", "dose_mg", "seed", "mass_balance_threshold_pct_id")
 #: Inclusive ranges beyond which a value cannot be meant (and would overflow, exhaust memory or run for ever).
 _RANGES = {
@@ -180,6 +186,9 @@ _RANGES = {
     "duration_s": (0.0, 7 * 86400.0, "s (at most a week)"),
     "times_h": (0.0, 24 * 365.0, "h after injection (at most a year)"),
     "psf_fwhm_mm": (0.0, 200.0, "mm"),
+    "psf_fwhm_sd_mm": (0.0, 50.0, "mm"),
+    "segmentation_sd_mm": (0.0, 50.0, "mm"),
+    "noise_factor": (0.0, 1e4, "(a variance ratio: 1 is Poisson)"),
     "calibration_cv": (0.0, 1.0, "(a fraction: 0.027 is 2.7 %)"),
     "seed": (0, 2**32 - 1, "(numpy's seed range)"),
     "neuraxis_margin_mm": (0.0, 100.0, "mm"),
