@@ -955,8 +955,11 @@ def analyse_kinetics(
     regions, kinds
         Row filters (``kinds`` needs a ``kind`` column).
     use_intervals : bool
-        Weight fits by the interval half-widths (``(hi - lo) / 3.92``) when the
-        table has them; otherwise ``weighting`` (default relative) applies.
+        Weight fits by the SD of the independent uncertainty terms
+        (``<column>_sd_independent``: counting noise, which varies from scan to
+        scan) when the table has it, else by the interval half-widths
+        (``(hi - lo) / 3.92``); otherwise ``weighting`` (default relative)
+        applies.
     injected_regions : sequence of str
         The region(s) holding the injection (e.g. the injection site and the
         canal level it is in): they, and the groups containing them, start
@@ -993,7 +996,9 @@ def analyse_kinetics(
                 if not np.any(np.isfinite(tac.values)):
                     continue
                 sigma = None
-                if use_intervals and tac.lo is not None and tac.hi is not None:
+                if use_intervals and tac.sd is not None and np.all(np.isfinite(tac.sd) & (tac.sd > 0)):
+                    sigma = tac.sd   # the independent terms alone: shared terms do not vary between scans
+                elif use_intervals and tac.lo is not None and tac.hi is not None:
                     sd = (tac.hi - tac.lo) / 3.92
                     sigma = sd if np.all(np.isfinite(sd) & (sd > 0)) else None
                 kw = dict(kwargs)

@@ -55,7 +55,8 @@ CORRECTIONS = ("decay_corrected", "physical")
 class TAC:
     """One time-activity curve (sorted by time).
 
-    ``lo`` / ``hi`` are interval bounds when the table carries them, else None.
+    ``lo`` / ``hi`` are interval bounds when the table carries them, else None;
+    ``sd`` the SD of the independent (per-scan) uncertainty terms alone.
     """
 
     subject: str
@@ -67,6 +68,7 @@ class TAC:
     values: np.ndarray
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
+    sd: np.ndarray | None = None
 
     @property
     def decay_corrected(self) -> bool:
@@ -218,6 +220,8 @@ def get_tac(
     order = np.argsort(df["time_h"].to_numpy(float), kind="stable")
     lo = _column(df, quantity, correction, hl, "_lo")
     hi = _column(df, quantity, correction, hl, "_hi")
+    sd = _column(df, quantity, correction, hl, "_sd_independent")
     return TAC(str(subject or ""), str(region), quantity, correction, QUANTITIES[quantity][2],
                df["time_h"].to_numpy(float)[order], v.to_numpy(float)[order],
-               None if lo is None else lo.to_numpy(float)[order], None if hi is None else hi.to_numpy(float)[order])
+               None if lo is None else lo.to_numpy(float)[order], None if hi is None else hi.to_numpy(float)[order],
+               None if sd is None else sd.to_numpy(float)[order])
