@@ -113,7 +113,7 @@ def _ell(c, s):
 
 
 def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float = 1.0,
-                  spect_spacing_mm=None, overrides: dict | None = None) -> dict:
+                  spect_spacing_mm=None, overrides: dict | None = None, vertebrae: str = "continuous") -> dict:
     """Anatomy of one phantom subject, jittered by ``seed``.
 
     Parameters
@@ -132,6 +132,11 @@ def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float 
     overrides : dict, optional
         Keys of the returned dict to replace after jittering (e.g.
         ``{"pose": {"rotation_deg": [0, 0, 0], "translation_mm": [0, 0, 0]}}``).
+    vertebrae : {'continuous', 'discrete'}
+        ``'continuous'`` (default): the bony column is one continuous arch and
+        vertebral body. ``'discrete'``: separate vertebrae (see
+        :func:`discrete_spine`), recorded under the ``vertebrae`` key; no
+        random draw is used, so the rest of the geometry is the same.
 
     Returns
     -------
@@ -140,6 +145,8 @@ def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float 
         of :mod:`spectrack.phantom.presets`), with ``pose`` and
         ``fov_centre_mm`` placing it in the world.
     """
+    if vertebrae not in ("continuous", "discrete"):
+        raise ValueError(f"vertebrae must be 'continuous' or 'discrete', got {vertebrae!r}")
     pre = PRESETS[preset] if isinstance(preset, str) else preset
     a = copy.deepcopy(pre.anatomy)
     rng = np.random.default_rng([int(seed), 0x616E61])
@@ -212,7 +219,75 @@ def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float 
     if overrides:
         for k, v in overrides.items():
             geo[k] = copy.deepcopy(v)
+    if vertebrae == "discrete" and not (overrides and "vertebrae" in overrides):
+        geo["vertebrae"] = discrete_spine(geo, a["vertebrae"], min_disc_mm=float(spacing.max()))
     return geo
+
+
+def discrete_spine(geometry: dict, formula: dict, *, min_disc_mm: float = 0.0) -> dict:
+    """Layout of separate vertebrae along a geometry's bony column (body-frame z).
+
+    The sacrum (one fused bone) fills the sacral level; each of the lumbar,
+    thoracic and cervical levels is cut into its number of vertebrae of equal
+    height, the cervical ones up to the cranial end of the column (the skull
+    base), C1 uppermost. A disc is centred on every boundary between two
+    vertebrae and between the last lumbar vertebra and the sacrum, so the
+    preset's level boundaries (``canal.levels_z_mm``) are disc centres: L/S1,
+    T/L1 and C7/T1.
+
+    Parameters
+    ----------
+    geometry : dict
+        From :func:`make_geometry` (levels, column extent, canal stations).
+    formula : dict
+        ``cervical``, ``thoracic``, ``lumbar`` counts, ``sacral`` (fused
+        segments, or None) and the nominal ``disc_mm`` (see
+        :mod:`spectrack.phantom.presets`).
+    min_disc_mm : float
+        Discs are at least this thick (the SPECT voxel size, so that every
+        disc holds voxel centres on the SPECT grid and on the CT grids that
+        refine it).
+
+    Returns
+    -------
+    dict
+        ``mode`` ("discrete"), ``disc_mm`` (thickness used), ``counts``,
+        ``vertebrae`` (caudal to cranial: ``name``, ``z_mm`` and
+        ``arclength_mm`` intervals between disc centres or column ends),
+        ``discs`` (``name`` e.g. "L6/S1", ``z_mm``, ``arclength_mm``) and
+        ``level_boundaries`` (``sacral_lumbar``, ``lumbar_thoracic``,
+        ``thoracic_cervical``: ``z_mm`` and ``arclength_mm``). Arc lengths
+        are along the canal centreline from its caudal end
+        (:func:`canal_arclength_mm`).
+    """
+    lv = geometry["canal"]["levels_z_mm"]
+    vz0, vz1 = geometry["vertebrae_z_mm"]
+    g = float(geometry.get("global_scale", 1.0))
+    disc = float(max(float(formula["disc_mm"]) * g, min_disc_mm))
+    counts = {k: int(formula[k]) for k in ("cervical", "thoracic", "lumbar")}
+    # boundaries caudal -> cranial: sacrum | L_n .. L1 | T_n .. T1 | C7 .. C1
+    edges = [float(vz0), float(lv["canal_sacral"][1])]
+    names = ["sacrum"]
+    spans = (("lumbar", "L", lv["canal_lumbar"][0], lv["canal_lumbar"][1]),
+             ("thoracic", "T", lv["canal_thoracic"][0], lv["canal_thoracic"][1]),
+             ("cervical", "C", lv["canal_cervical"][0], float(vz1)))
+    for key, letter, z0, z1 in spans:
+        n = counts[key]
+        edges += [float(v) for v in np.linspace(z0, z1, n + 1)[1:]]
+        names += [f"{letter}{i}" for i in range(n, 0, -1)]
+    z = np.asarray(edges)
+    s = canal_arclength_mm(geometry, z)
+    verts = [{"name": nm, "z_mm": [float(z[i]), float(z[i + 1])], "arclength_mm": [float(s[i]), float(s[i + 1])]}
+             for i, nm in enumerate(names)]
+    # a disc is named cranial/caudal vertebra, as anatomists write it (L5/S1)
+    discs = [{"name": f"{names[i + 1]}/{'S1' if names[i] == 'sacrum' else names[i]}",
+              "z_mm": float(z[i + 1]), "arclength_mm": float(s[i + 1])} for i in range(len(names) - 1)]
+    nl, nt = counts["lumbar"], counts["thoracic"]
+    cut = {"sacral_lumbar": 1, "lumbar_thoracic": 1 + nl, "thoracic_cervical": 1 + nl + nt}
+    return {"mode": "discrete", "disc_mm": disc, "counts": dict(counts, sacral=formula.get("sacral")),
+            "vertebrae": verts, "discs": discs,
+            "level_boundaries": {k: {"z_mm": float(z[i]), "arclength_mm": float(s[i])} for k, i in cut.items()},
+            "note": "sacrum fused (one bone); discs soft tissue; arches open dorsally and ventrally at each disc"}
 
 
 def canal_centreline(geometry: dict, z_mm):
@@ -367,17 +442,59 @@ def rasterize(grid: Image, geometry: dict, pose: np.ndarray | None = None) -> tu
     rmax = max(canal["radius_mm"].values())
     vz0, vz1 = geometry["vertebrae_z_mm"]
 
-    def vert_fn(x, y, z):
+    spine = geometry.get("vertebrae") if isinstance(geometry.get("vertebrae"), dict) else None
+    discrete = spine is not None and spine.get("mode") == "discrete"
+    if discrete:
+        # each disc is a slab perpendicular to the canal centreline at its centre (as discs are to the spine)
+        dz = np.sort([d["z_mm"] for d in spine["discs"]])
+        dx, dy = canal_centreline(geometry, dz)
+        h = 1e-3
+        xp, yp = canal_centreline(geometry, dz + h)
+        xm, ym = canal_centreline(geometry, dz - h)
+        tan = np.stack([xp - xm, yp - ym, np.full(dz.shape, 2 * h)], axis=1)
+        tan /= np.linalg.norm(tan, axis=1, keepdims=True)
+        disc_c = np.stack([dx, dy, dz], axis=1)
+        half_disc = 0.5 * float(spine["disc_mm"])
+    cos_open = math.cos(math.radians(35.0))
+
+    def in_disc(x, y, z):
+        """Within half a disc thickness of a disc plane (checking the discs nearest in z)."""
+        i = np.searchsorted(dz, z)
+        out = np.zeros(np.shape(z), bool)
+        for k in (-2, -1, 0, 1):
+            j = np.clip(i + k, 0, dz.size - 1)
+            c, t = disc_c[j], tan[j]
+            out |= np.abs((x - c[..., 0]) * t[..., 0] + (y - c[..., 1]) * t[..., 1] + (z - c[..., 2]) * t[..., 2]) \
+                < half_disc
+        return out
+
+    def column(x, y, z):
         xc, yc = canal_centreline(geometry, z)
         r = _canal_radius(geometry, z)
         d2 = (x - xc) ** 2 + (y - yc) ** 2
         ring = (d2 > r ** 2) & (d2 <= (r + arch) ** 2)
         vb = ((x - xc) / bx) ** 2 + ((y - (yc - r - by)) / by) ** 2 <= 1.0
-        return (z >= vz0) & (z <= vz1) & (r > 0) & (ring | vb)
+        keep = (z >= vz0) & (z <= vz1) & (r > 0)
+        if not discrete:
+            return keep & (ring | vb), None
+        gap = in_disc(x, y, z)
+        # at a disc: no vertebral body (disc instead), and the arch keeps only its lateral parts (articular
+        # processes): it is open within 35 degrees of dorsal (interlaminar space) and of ventral
+        dorsoventral = np.abs(y - yc) > cos_open * np.sqrt(d2)
+        bone = keep & ((ring & ~(gap & dorsoventral)) | (vb & ~gap))
+        return bone, keep & vb & gap
+
+    def vert_fn(x, y, z):
+        return column(x, y, z)[0]
+
+    def disc_fn(x, y, z):
+        return column(x, y, z)[1]
 
     pad = rmax + arch + 2 * by + bx
     lo_c = (st[:, 1].min() - pad, st[:, 2].min() - pad, vz0)
     hi_c = (st[:, 1].max() + pad, st[:, 2].max() + pad, vz1)
+    if discrete:  # discs: soft tissue where the vertebral bodies are interrupted
+        p.paint(disc_fn, lo_c, hi_c, INDEX["remainder"], "soft_tissue")
     p.paint(vert_fn, lo_c, hi_c, INDEX["vertebrae"], "vertebra")
 
     b = geometry["brain"]

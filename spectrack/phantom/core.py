@@ -216,7 +216,7 @@ class _Builder:
                  motion=None, negative_slice_step=False, spect_shape=None, ct_refine=1, subject_id=None,
                  injection_datetime=None, injected_mbq=None, sensitivity_cps_per_mbq=None, frame_duration_s=None,
                  jitter=1.0, geometry=None, tracer_front_mm=None, half_life_h=TC99M_HALF_LIFE_H,
-                 acquisition="exact", camera=None):
+                 acquisition="exact", camera=None, vertebrae="continuous"):
         if isinstance(preset, Preset):
             pre = preset
         else:
@@ -270,7 +270,7 @@ class _Builder:
         self.front = None if tracer_front_mm is None else _per_timepoint(tracer_front_mm, [0.0], n,
                                                                          "tracer_front_mm")
         self.geometry = make_geometry(pre, seed=self.seed, jitter=jitter, spect_spacing_mm=self.spect_grid.spacing_mm,
-                                      overrides=geometry)
+                                      overrides=geometry, vertebrae=vertebrae)
         self.model = simulate_pct_id(pre.kinetics, self.times_h)
         self.args = {
             "preset": pre.name, "seed": self.seed, "times_h": self.times_h, "units": self.units,
@@ -284,6 +284,8 @@ class _Builder:
             "acquisition": self.acquisition,
             "camera": None if self.camera is None else self.camera.to_json(),
         }
+        if vertebrae != "continuous":  # only when asked: the default arguments (and digest, UIDs) stay as they were
+            self.args["vertebrae"] = vertebrae
         self.digest = _args_digest(self.args)
         self._cache: dict = {}
 
@@ -604,7 +606,7 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  injected_mbq: float | None = None, sensitivity_cps_per_mbq: float | None = None,
                  frame_duration_s=None, jitter: float = 1.0, geometry: dict | None = None,
                  tracer_front_mm=None, half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact",
-                 camera=None) -> Phantom:
+                 camera=None, vertebrae: str = "continuous") -> Phantom:
     """Build a phantom study in memory (no files).
 
     Parameters
@@ -669,6 +671,15 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
         compartments' activity. For testing methods without an inverse crime.
     camera : Camera or dict, optional
         Settings of the realistic mode (:class:`spectrack.phantom.acquisition.Camera`).
+    vertebrae : {'continuous', 'discrete'}
+        ``'continuous'`` (default): one continuous bony arch and vertebral
+        body. ``'discrete'``: separate vertebrae with the species' formula,
+        intervertebral discs of soft tissue and arches open at each disc, the
+        level boundaries on the L/S1, T/L1 and C7/T1 discs
+        (:func:`spectrack.phantom.anatomy.discrete_spine`); the true vertebra
+        and disc positions (body z and arc length) are in
+        ``geometry["vertebrae"]`` (also in ``truth["geometry"]``). Both modes
+        of acquisition draw it.
 
     Returns
     -------
@@ -679,7 +690,8 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  ct_refine=ct_refine, subject_id=subject_id, injection_datetime=injection_datetime,
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
-                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera)
+                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera,
+                 vertebrae=vertebrae)
     truth = b.study_truth()
     tps = []
     for n in range(len(b.times_h)):
@@ -701,7 +713,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                sensitivity_cps_per_mbq: float | None = None, frame_duration_s=None, jitter: float = 1.0,
                geometry: dict | None = None, tracer_front_mm=None,
                half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact", camera=None,
-               study_file: bool = False) -> dict:
+               study_file: bool = False, vertebrae: str = "continuous") -> dict:
     """Write a phantom study (DICOM and/or NIfTI, labels, truth) and return its truth.
 
     Parameters are those of :func:`make_phantom`, plus
@@ -763,7 +775,8 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                  ct_refine=ct_refine, subject_id=subject_id, injection_datetime=injection_datetime,
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
-                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera)
+                 tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera,
+                 vertebrae=vertebrae)
     truth = b.study_truth()
     names = DicomNames(b) if "dicom" in formats else None
     scans = []

@@ -12,6 +12,15 @@ from the vertex to the upper thighs, 920 mm; the legs are outside the field of
 view and not modelled). They are not measurements: the phantom is a test
 object. The only sourced target is the NHP brain peak of roughly 4-10 %ID
 (``REFERENCE.md`` section 1); the other kinetic rates are illustrative.
+
+``vertebrae`` gives the vertebral formula used by the opt-in discrete spine
+(``make_phantom(..., vertebrae="discrete")``): cervical, thoracic and lumbar
+counts (rat 7/13/6, cynomolgus monkey 7/12/7, human 7/12/5) and the sacrum
+(fused: one bone; ``sacral`` is the number of fused segments where given),
+plus a nominal intervertebral disc thickness ``disc_mm`` (round values, not
+measurements). The levels' z ranges are the segment boundaries: the
+sacral/lumbar boundary is the L/S1 disc, lumbar/thoracic the T/L1 disc,
+thoracic/cervical the C7/T1 disc.
 """
 
 from __future__ import annotations
@@ -164,6 +173,7 @@ _RAT = dict(
     canal_radius_mm={"canal_sacral": 1.25, "canal_lumbar": 1.75, "canal_thoracic": 1.5, "canal_cervical": 1.75},
     arch_mm=1.2,
     vertebral_body_mm=(3.0, 2.5),
+    vertebrae=dict(cervical=7, thoracic=13, lumbar=6, sacral=4, disc_mm=1.0),
     injection=dict(z=45.0, radius_mm=1.5),
     organs={
         "liver": [((-4, -4, 135), (15, 11, 14))],
@@ -192,6 +202,7 @@ _NHP = dict(
     canal_radius_mm={"canal_sacral": 2.5, "canal_lumbar": 3.5, "canal_thoracic": 3.0, "canal_cervical": 3.5},
     arch_mm=2.5,
     vertebral_body_mm=(8.0, 6.0),
+    vertebrae=dict(cervical=7, thoracic=12, lumbar=7, sacral=None, disc_mm=2.5),
     injection=dict(z=85.0, radius_mm=4.0),
     organs={
         "liver": [((-20, -8, 200), (33, 28, 25))],
@@ -221,6 +232,7 @@ _HUMAN = dict(
     canal_radius_mm={"canal_sacral": 5.0, "canal_lumbar": 8.0, "canal_thoracic": 7.0, "canal_cervical": 8.0},
     arch_mm=5.0,
     vertebral_body_mm=(22.0, 15.0),
+    vertebrae=dict(cervical=7, thoracic=12, lumbar=5, sacral=None, disc_mm=7.0),
     injection=dict(z=230.0, radius_mm=7.0),
     organs={
         "liver": [((-70, -15, 420), (90, 70, 58))],
