@@ -35,6 +35,7 @@ __all__ = [
     "canal_centreline",
     "canal_arclength_mm",
     "body_coordinates",
+    "discrete_spine",
 ]
 
 #: CT materials (index -> name) used by :func:`rasterize`.

@@ -13,9 +13,11 @@ no CT). The steps, all in millimetres from the image geometry (LPS, head =
    by slice into a smooth centreline from the sacrum to the skull base
    (:func:`spectrack.regions.auto_canal.find_canal`); split into
    ``canal_sacral`` / ``canal_lumbar`` / ``canal_thoracic`` /
-   ``canal_cervical`` at user-set arc lengths (``canal_boundaries_mm``) or at
-   the preset's fractions of canal length (the documented fallback; vertebrae
-   are not counted);
+   ``canal_cervical`` at user-set arc lengths (``canal_boundaries_mm``), else
+   at the L/S1, T/L1 and C7/T1 discs of the vertebrae counted on the CT
+   (:func:`spectrack.regions.vertebrae.find_vertebrae`), else at the preset's
+   fractions of canal length, with a warning saying why the vertebrae could
+   not be counted (``labels.warnings``: study.json, the report and the CLI);
 3. **brain**: the space enclosed by bone, the foramen magnum plugged by the
    canal; **skull**: bone around it; **vertebrae**: other bone near the canal;
 4. **organs** by CT density window and a position prior relative to the canal
@@ -29,8 +31,11 @@ Lymph nodes (soft-tissue density) are not segmented: they stay in
 canal radius) is block-averaged to it first, and the labels stay on that grid.
 
 The label map's ``image.meta["auto_regions"]`` records the centreline, the
-level boundaries, what was found and any notes; the neuraxis profile
-(:mod:`spectrack.regions.neuraxis`) reuses the centreline.
+level boundaries and how they were set (``canal_levels``), the vertebrae
+counted (``vertebrae``: per-vertebra arc-length intervals C1..sacrum, disc
+centres, confidence and notes, when found), what was found, notes and
+``warnings``; the neuraxis profile (:mod:`spectrack.regions.neuraxis`) reuses
+the centreline.
 
 Examples
 --------
@@ -96,6 +101,22 @@ def _boundaries(canal_boundaries_mm, length_mm: float, fractions) -> tuple[list[
     return b, "given (mm along the centreline from its sacral end)"
 
 
+def _vertebral_boundaries(ct: Image, cl, preset: str, canal_radius_mm: float, bone_hu: float, warnings: list):
+    """Level boundaries at the vertebrae counted on CT, or ``(None, None, None)`` and a warning why not.
+
+    Returns ``(boundaries_mm, how, vertebrae_json)``.
+    """
+    from .vertebrae import find_vertebrae
+
+    vert, reason = find_vertebrae(ct, cl, preset=preset, canal_radius_mm=canal_radius_mm or None, bone_hu=bone_hu)
+    if vert is None:
+        warnings.append(f"canal levels cut at the {preset} preset's fractions of canal length (assumed), not at "
+                        f"vertebrae: the vertebrae could not be counted on the CT ({reason})")
+        return None, None, None
+    how = f"canal levels cut at vertebral boundaries ({', '.join(vert.boundary_names[::-1])}) found on CT"
+    return vert.boundaries_mm, how, vert.to_json()
+
+
 def _working_grid(ct: Image, max_voxels: int) -> Image | None:
     """A coarser grid over the same field of view with at most ``max_voxels`` voxels, or None if not needed."""
     n = np.asarray(ct.shape_ijk, float)
@@ -127,7 +148,9 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
         Arc lengths (mm from the sacral end of the canal centreline) of the
         sacral/lumbar, lumbar/thoracic and thoracic/cervical boundaries
         (a dict uses the keys ``sacral_lumbar``, ``lumbar_thoracic``,
-        ``thoracic_cervical``). Default: the preset's fractions of canal length.
+        ``thoracic_cervical``). Default: the vertebral boundaries (L/S1,
+        T/L1, C7/T1) where the vertebrae can be counted on the CT, else the
+        preset's fractions of canal length with a warning.
     hu_windows : dict, optional
         Replace entries of :data:`HU_WINDOWS`.
     working_spacing_mm : float, optional
@@ -149,7 +172,9 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
         On the grid the CT was segmented on: ``ct``'s own, or the working
         grid over the same field of view (recorded in the notes), since
         labels are resampled onto each SPECT anyway. ``source`` is
-        "automatic (<preset>)"; details in ``labels.image.meta["auto_regions"]``.
+        "automatic (<preset>)"; details in ``labels.image.meta["auto_regions"]``;
+        ``labels.warnings`` says what was assumed rather than read from the
+        CT (canal levels at the preset's fractions of length).
     """
     if preset not in PRIORS:
         raise InputError(f"unknown preset {preset!r} for automatic regions: choose one of {', '.join(PRIORS)}")
@@ -186,6 +211,7 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
     px = float(max(sp))
     hu = view.to_view(np.asarray(ct.array, np.float32))
     notes: list[str] = []
+    warnings: list[str] = []
     found: dict = {}
     masks: dict[str, np.ndarray] = {}
 
@@ -207,7 +233,13 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
     if cl is not None:
         length = cl.length_mm
         scale = float(np.clip(length / pri["canal_length_mm"], 0.5, 2.0))
-        b, how = _boundaries(canal_boundaries_mm, length, pri["level_fractions"])
+        b = None
+        if canal_boundaries_mm is None:  # vertebrae first; the preset's fractions (with a warning) if not counted
+            b, how, spine = _vertebral_boundaries(ct, cl, preset, res.radius_mm, win["bone"][0], warnings)
+            if spine is not None:
+                meta["vertebrae"] = spine
+        if b is None:
+            b, how = _boundaries(canal_boundaries_mm, length, pri["level_fractions"])
         for lvl, m in split_levels(res.mask, ct, cl, b).items():
             masks[lvl] = view.to_view(m)
         meta.update({"centreline": cl.to_json(), "canal_length_mm": length, "scale": scale,
@@ -307,7 +339,8 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
     names = {INDEX[n]: n for n in _PAINT_ORDER if n in masks and np.any(out == INDEX[n])}
     img = ct.with_array(view.from_view(out), units="label")
     img.meta = {"auto_regions": meta}
-    return LabelMap(img, names, source=f"automatic ({preset})")
+    meta["warnings"] = warnings
+    return LabelMap(img, names, source=f"automatic ({preset})", warnings=list(warnings))
 
 
 def segment_study(study, *, preset: str, reference: int = 0, canal_boundaries_mm=None) -> LabelMap:

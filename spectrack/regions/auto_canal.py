@@ -12,9 +12,11 @@ bone, slice by slice along the image axis closest to the body's long axis:
    acyclic graph, so isolated fluid pockets never win;
 4. the centreline is the chain's per-slice centroids (LPS mm), smoothed
    (Savitzky-Golay) and resampled evenly in arc length, caudal to cranial;
-5. canal levels are cut at arc lengths along the centreline: user-set
-   boundaries in mm, or the preset's fractions of canal length (vertebra
-   counting is not attempted: the bony ring of the phantom is continuous).
+5. canal levels are cut at arc lengths along the centreline
+   (:func:`split_levels`): user-set boundaries in mm, the discs between
+   vertebrae counted on the CT (:mod:`spectrack.regions.vertebrae`), or the
+   preset's fractions of canal length (:mod:`spectrack.regions.auto` picks
+   and says which).
 
 Everything is in physical units (mm) via the image geometry, so voxel size
 and slice direction do not matter.
