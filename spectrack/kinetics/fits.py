@@ -126,6 +126,9 @@ _N_STARTS = 2
 _START_COST_RATIO = 4.0
 #: least-squares tolerances (on data scaled to max |y| = 1) and evaluation budget
 _TOL = 1e-9
+#: an amplitude below this share of the curve's maximum is on its bound (0): the component is not
+#: resolved, whatever digit the optimiser stopped at
+_AMP_NEGLIGIBLE = 1e-4
 #: smallest k1 - k2 of uptake-washout, times t_last (A = B / (k1 - k2) stays finite)
 _DK_MIN_REL = 1e-6
 #: (k1 - k2) t_last below which an uptake-washout fit is reported at its k1 = k2 limit
@@ -322,11 +325,12 @@ class FitResult:
         return self.n - self.n_params
 
     def _slow_vanished(self) -> bool:
-        """A ``bi`` fit whose slow amplitude is (on its bound at) zero: its terminal rate is ``k1``."""
+        """A ``bi`` fit whose slow amplitude is zero or negligible (below :data:`_AMP_NEGLIGIBLE` of the
+        curve): its terminal rate is ``k1``."""
         if self.model != "bi" or not self.converged:
             return False
         a1, a2 = self.params["A1"], self.params["A2"]
-        return a1 > 0 and a2 <= 1e-6 * (abs(a1) + abs(a2))
+        return a1 > 0 and a2 <= _AMP_NEGLIGIBLE * (abs(a1) + abs(a2))
 
     @property
     def terminal_rate_per_h(self) -> float:
@@ -593,6 +597,7 @@ def fit_tac(
     half_life_h: float | None = None,
     rate_lower_bound_per_h: float | None = None,
     p0=None,
+    grid: bool = True,
     label: dict | None = None,
 ) -> FitResult:
     """Fit one model to one time-activity curve by (weighted) least squares.
@@ -620,6 +625,10 @@ def fit_tac(
         An extra starting point (external parameters, e.g. ``{"A": 10, "k":
         0.2}``), refined besides the grid starts; the lowest residual wins.
         Not needed: the grid search finds the starting points.
+    grid : bool
+        Search the grid of starting points (default). ``False`` refines
+        ``p0`` alone (a warm start, e.g. refitting Monte Carlo draws of a
+        curve from the nominal fit's parameters; ``p0`` required).
     label : dict, optional
         Copied into :meth:`FitResult.to_dict` (region, quantity...).
 
@@ -703,7 +712,9 @@ def fit_tac(
         lb[2] = _DK_MIN_REL / max(float(t.max()), 1e-9)
     ub = np.array([k_hi if (r or name == "dk") else (_MAX_SHAPE if name == "a" else np.inf)
                    for r, name in zip(m.internal_is_rate, m.internal_names)])
-    starts = _grid_starts(model, t, ys, w, K, _N_STARTS)
+    if not grid and p0 is None:
+        raise ValueError("grid=False refines p0 alone: give p0")
+    starts = _grid_starts(model, t, ys, w, K, _N_STARTS) if grid else []
     if p0 is not None:
         q = _external_to_internal(model, p0)
         starts.append(np.where(is_amp, q / scale, q))
@@ -724,7 +735,7 @@ def fit_tac(
         return float(np.dot(res, res)), popt, pcov, msg, ier, warn
 
     nested = None
-    if model == "bi":
+    if model == "bi" and grid:
         # nested start: the best single exponential as the slow component plus the fast exponential that
         # best explains what it leaves; the bi fit is then never worse than the mono fit (coarse-grid
         # starts can need many steps to trade the roles of the two components)
@@ -807,7 +818,7 @@ def fit_tac(
         if name == "dk" and model == "uptake_washout" and v * float(t.max()) <= _DK_DEGENERATE:
             # k1 -> k2: the curve is B t exp(-k2 t) to within ((k1 - k2) t)^2 / 24; A is not determined
             at_bound.append("k1=k2 (limit A*(k1-k2)*t*exp(-k2*t))")
-        elif v - lb[j] <= 1e-6 * max(abs(lb[j]), typical):
+        elif v - lb[j] <= (_AMP_NEGLIGIBLE if is_amp[j] else 1e-6) * max(abs(lb[j]), typical):
             at_bound.append("k1=k2" if name == "dk" else f"{name}={lb[j]:.6g}")
         elif np.isfinite(ub[j]) and v >= ub[j] * (1 - 1e-6):
             at_bound.append(f"a>={ub[j]:.6g}" if name == "a" else
