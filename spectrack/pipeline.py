@@ -148,7 +148,7 @@ def _add_intervals(table, study, details, settings, notes, pvc_fwhm=None):
                                 counts_per_mbq=counts_per_mbq, calibration_cv=settings.calibration_cv,
                                 noise_factor=settings.noise_factor, segmentation_sd_mm=seg,
                                 fwhm_mm=None if pvc_fwhm is None else pvc_fwhm[0], fwhm_sd_mm=fw_sd,
-                                n_draws=settings.uncertainty_draws, seed=settings.seed)
+                                n_draws=settings.uncertainty_draws, seed=settings.seed, return_draws=True)
 
 
 def injected_regions(label_map, setting: str | None = None) -> tuple[list[str], str]:
@@ -484,8 +484,9 @@ def run_study(
         table = _recovery_correction(table, images, details, settings, kin_notes, label_inputs,
                                      source_labels=lab, transforms=transforms)
     pvc_fwhm = table.attrs.pop("pvc_fwhm", None)
+    curve_draws = None
     if settings.uncertainty_draws > 0:
-        table = _add_intervals(table, study, details, settings, kin_notes, pvc_fwhm=pvc_fwhm)
+        table, curve_draws = _add_intervals(table, study, details, settings, kin_notes, pvc_fwhm=pvc_fwhm)
     table, balance = _dose_bookkeeping(table, details, settings, label_inputs)
 
     kin = None
@@ -502,8 +503,13 @@ def run_study(
         # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number; with
         # recovery correction the corrected curves get their own kinetics (quantity pct_id_pvc)
         quantities = ("pct_id", "pct_id_pvc") if "pct_id_pvc" in table else ("pct_id",)
+        n_kd = min(settings.kinetics_draws, settings.uncertainty_draws)
         kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=quantities,
-                               injected_regions=inj)
+                               injected_regions=inj, draws=curve_draws if n_kd > 0 else None, max_draws=n_kd)
+        if n_kd > 0 and curve_draws is not None:
+            kin_notes.append(f"intervals on AUC, TIA, MRT, TIAC and half-lives: the first {n_kd} Monte Carlo draws "
+                             "of each curve (all uncertainty terms) refitted with the model chosen for the nominal "
+                             "curve and reintegrated; 95 % percentile intervals (kinetics.csv lo, hi)")
     else:
         kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
     label_map0 = lab[0] if isinstance(lab, list) else lab

@@ -116,6 +116,8 @@ class Settings:
     segmentation_sd_mm: float | None = _opt(None, "SD (mm) of a region boundary's position, for the intervals.",
                                             shown="label voxel / sqrt(12)")
     uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
+    kinetics_draws: int = _opt(100, "Draws of each curve refitted for the intervals on TIA, MRT, TIAC and "
+                               "half-lives (at most --uncertainty-draws; 0 = none).")
     seed: int = _opt(0, "Random seed of the Monte Carlo intervals.")
     report: bool = _opt(True, "Write the HTML report (batch: each study's and the cohort report).")
     extra: dict = field(default_factory=dict)
@@ -177,12 +179,13 @@ _CHOICES = {"calibration": ("auto", "image", "sensitivity", "fov"),
             "label_resampling": ("linear", "nearest", "gaussian", "vote"),
             "pvc_masks": ("whole", "fractional")}
 _POSITIVE = ("noise_factor", "sensitivity_cps_per_mbq", "injected_mbq", "half_life_h", "duration_s", "psf_fwhm_mm")
-_NON_NEGATIVE = ("psf_fwhm_sd_mm", "segmentation_sd_mm", "neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "fov_timepoint", "reference",
+_NON_NEGATIVE = ("psf_fwhm_sd_mm", "segmentation_sd_mm", "neuraxis_margin_mm", "calibration_cv", "uncertainty_draws", "kinetics_draws", "fov_timepoint", "reference",
                  "residual_mbq", "dose_mg", "seed", "mass_balance_threshold_pct_id")
 #: Inclusive ranges beyond which a value cannot be meant (and would overflow, exhaust memory or run for ever).
 _RANGES = {
     "half_life_h": (1e-3, 1e7, "h (3.6 s to about 1,100 years)"),
     "uncertainty_draws": (0, 100_000, "draws (each costs one pass over the regions per time point)"),
+    "kinetics_draws": (0, 10_000, "draws (each refits every curve: about 6 ms per curve)"),
     "duration_s": (0.0, 7 * 86400.0, "s (at most a week)"),
     "times_h": (0.0, 24 * 365.0, "h after injection (at most a year)"),
     "psf_fwhm_mm": (0.0, 200.0, "mm"),
@@ -295,11 +298,15 @@ def settings_from_mapping(data: dict, *, where: str = "settings", base: Path | N
         if k in seen:
             raise InputError(f"{where}: {seen[k]!r} and {key!r} are the same setting: give it once")
         seen[k] = str(key)
-        if val is None or val == "":
+        if val is None or (isinstance(val, str) and val == ""):
             continue
         t = _FIELDS[k].type
         try:
+            if ("float" in t or t == "int") and type(val).__name__ in ("bool", "bool_"):
+                raise TypeError(val)  # True is not 1.0 cps/MBq: a number must be written as one
             if k in ("times_h", "canal_boundaries_mm"):
+                if not isinstance(val, str) and any(type(v).__name__ in ("bool", "bool_") for v in val):
+                    raise TypeError(val)
                 if isinstance(val, str):
                     val = [float(v) for v in val.replace(";", ",").split(",") if v.strip()]
                 else:

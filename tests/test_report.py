@@ -117,8 +117,12 @@ def test_kinetics_section(rat):
     kin = _section(rat["html"], "kinetics", "mips")
     metrics = rat["result"].kinetics.metrics
     brain = metrics[(metrics.region == "brain") & (metrics.quantity == "pct_id") & (metrics.metric == "cmax")
-                    & (metrics.correction == "decay_corrected")]["value"].iloc[0]
-    assert f"<td>{fmt(brain, 4)}</td>" in kin
+                    & (metrics.correction == "decay_corrected")].iloc[0]
+    # the value with its 95 % interval under it
+    assert brain["lo"] < brain["value"] < brain["hi"]
+    assert (f"<td>{fmt(brain['value'], 4)}<br><span class='src'>[{fmt(brain['lo'], 3)}, {fmt(brain['hi'], 3)}]"
+            "</span></td>") in kin
+    assert "Under a value: its 95 % interval" in kin and "<b>Intervals</b>" in kin
     assert "brain: every metric and fit" in kin and "selected model" in kin
 
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -650,6 +650,7 @@ def tac_metrics(
     sigma=None,
     unit: str = "%ID",
     dose: float | None = None,
+    refit: Mapping[str, object] | None = None,
 ) -> KineticSummary:
     """Cmax, Tmax, AUC / TIA, MRT, TIAC and half-lives of one curve.
 
@@ -716,6 +717,12 @@ def tac_metrics(
     dose : float, optional
         The whole dose in ``unit`` (default 100 for ``"%ID"``, else none):
         caps the back-extrapolation, bounds the areas, and gives ``tiac_h``.
+    refit : mapping, optional
+        ``{correction: FitResult or None}``, e.g. the nominal curve's chosen
+        fits (``KineticSummary.selections[c].best``): that model alone is
+        refitted from its parameters (no grid search, no model choice; None:
+        no model), for Monte Carlo draws of a curve whose model is fixed at
+        the nominal choice.
 
     Returns
     -------
@@ -786,7 +793,14 @@ def tac_metrics(
     for corr, (yc, sc) in curves.items():
         dc = corr == "decay_corrected"
         lo = 0.0 if dc else lam
-        sel = fit_models(t, yc, models, sigma=sc, weighting=weighting, decay_corrected=dc, half_life_h=half_life_h)
+        if refit is not None and corr in refit:
+            f0 = refit[corr]
+            sel = fit_models(t, yc, () if f0 is None else (f0.model,), sigma=sc, weighting=weighting,
+                             decay_corrected=dc, half_life_h=half_life_h,
+                             **({} if f0 is None else {"p0": f0.params, "grid": False}))
+        else:
+            sel = fit_models(t, yc, models, sigma=sc, weighting=weighting, decay_corrected=dc,
+                             half_life_h=half_life_h)
         sels[corr] = sel
         best = sel.best
         term = terms[corr] = terminal_rate(t, yc, sel, rate_lower_bound_per_h=lo)
@@ -917,6 +931,47 @@ class KineticsResult:
     fits: "object"
 
 
+def _curve_intervals(draws, subject, region, quantity, tac, summ, hl, level, max_draws, sigma, unit, kw):
+    """``metric_intervals`` of one curve, or ``{"_why": reason}`` when its draws do not match it."""
+    from .uncertainty import interval_text, metric_intervals
+
+    got = draws.get(("" if subject is None else str(subject), str(region)), {})
+    d = got.get(quantity)
+    if d is None:
+        return {"_why": "no interval: no Monte Carlo draws for this curve"}
+    d = np.asarray(d, dtype=float)
+    if max_draws is not None:
+        d = d[: int(max_draws)]
+    tt = np.asarray(got.get("time_h", ()), dtype=float)
+    # scans without draws (no interval there, e.g. an empty region) are held at their value in every draw
+    full = np.tile(np.asarray(tac.values, dtype=float), (len(d), 1))
+    held = []
+    for j, tj in enumerate(tac.time_h):
+        hit = np.flatnonzero(np.isclose(tt, tj, rtol=0, atol=1e-9))
+        if hit.size == 1:
+            full[:, j] = d[:, hit[0]]
+        elif np.isfinite(tac.values[j]):
+            held.append(tj)
+    if len(held) == len(tac.time_h):
+        return {"_why": "no interval: no Monte Carlo draws at this curve's scan times"}
+    res = metric_intervals(tac.time_h, full, summ, half_life_h=hl, level=level, fixed_model=True, sigma=sigma,
+                           unit=unit, **kw)
+    res["_text"] = interval_text(level, len(d), True) + (
+        f" (scan(s) at {', '.join(f'{x:g}' for x in held)} h without an interval held at their value)"
+        if held else "")
+    return res
+
+
+def _iv_cols(iv: dict, row: dict, wanted: bool) -> dict:
+    if not wanted:
+        return {}
+    k = (row["metric"], row["correction"])
+    if k in iv:
+        lo, hi, _, note = iv[k]
+        return {"lo": lo, "hi": hi, "interval_method": iv["_text"] + note}
+    return {"lo": math.nan, "hi": math.nan, "interval_method": iv.get("_why", "")}
+
+
 def injected_with_groups(table, injected_regions) -> set[str]:
     """The injected regions and every group of the vocabulary that contains one of them."""
     from ..regions.vocabulary import GROUPS
@@ -939,6 +994,9 @@ def analyse_kinetics(
     kinds: Sequence[str] | None = ("region", "group"),
     use_intervals: bool = True,
     injected_regions: Sequence[str] = (),
+    draws: Mapping | None = None,
+    max_draws: int | None = None,
+    level: float = 0.95,
     **kwargs,
 ) -> KineticsResult:
     """:func:`tac_metrics` for every subject, region and quantity of a table.
@@ -965,9 +1023,27 @@ def analyse_kinetics(
         canal level it is in): they, and the groups containing them, start
         at their back-extrapolated content (``start="back"``); every other
         region starts at 0.
+    draws : mapping, optional
+        Monte Carlo draws of the curves, ``{(subject, region): {quantity:
+        array (n_draws, n_times)}}`` as :func:`~spectrack.kinetics.uncertainty.add_pct_id_intervals`
+        returns with ``return_draws=True``: each draw is refitted with the
+        nominal curve's chosen model and reintegrated, and the percentiles
+        give ``lo``/``hi`` of the areas, MRT, TIAC and half-lives
+        (:func:`~spectrack.kinetics.uncertainty.metric_intervals`).
+    max_draws : int, optional
+        Use only the first draws of each curve (refits cost about 6 ms per
+        draw and curve).
+    level : float
+        Interval level.
     **kwargs
         Passed to :func:`tac_metrics` (``models``, ``tail``...; ``start``
         overrides the rule above for every region).
+
+    Returns
+    -------
+    KineticsResult
+        ``metrics`` has ``lo``, ``hi`` and ``interval_method`` columns when
+        ``draws`` are given.
     """
     import pandas as pd
 
@@ -1006,14 +1082,19 @@ def analyse_kinetics(
                 summ = tac_metrics(tac.time_h, tac.values, half_life_h=hl, decay_corrected=True, sigma=sigma,
                                    unit=QUANTITIES[q][2], **kw)
                 key = {"subject": s, "region": region, "quantity": q}
-                mrows += [dict(key, **r) for r in summ.metrics]
+                iv = {}
+                if draws is not None:
+                    iv = _curve_intervals(draws, s, region, q, tac, summ, hl, level, max_draws, sigma,
+                                          QUANTITIES[q][2], kw)
+                mrows += [dict(key, **r, **_iv_cols(iv, r, draws is not None)) for r in summ.metrics]
                 for corr, sel in summ.selections.items():
                     f = sel.to_frame()
                     for k, v in reversed(list(dict(key, correction=corr).items())):
                         f.insert(0, k, v)
                     frows.append(f)
     metrics = pd.DataFrame(mrows, columns=["subject", "region", "quantity", "metric", "correction", "value",
-                                           "unit", "method", "flag"])
+                                           "unit", "method", "flag"]
+                           + (["lo", "hi", "interval_method"] if draws is not None else []))
     fits = pd.concat(frows, ignore_index=True) if frows else fits_to_frame([])
     metrics.attrs["half_life_h"] = hl
     return KineticsResult(metrics, fits)

@@ -826,6 +826,90 @@ def propagate(draws, func: Callable, *, level: float = 0.95, vectorized: bool = 
     return out
 
 
+#: metrics given an interval; the half-lives count a draw without one (its curve did not clear within
+#: what the study measures) as beyond any finite bound
+INTERVAL_METRICS = ("cmax", "start_value", "auc", "auc_observed", "auc_lambda_z", "auc_fit", "mrt_h", "tia",
+                    "tia_observed", "tia_lambda_z", "tia_upper_bound", "tia_fit", "tiac_h", "terminal_rate_per_h")
+HALF_LIFE_METRICS = ("t_bio_h", "t_eff_h", "t_bio_h_from_t_eff")
+
+
+def metric_intervals(time_h, draws, nominal, *, half_life_h: float, level: float = 0.95, fixed_model: bool = True,
+                     **tac_metrics_kwargs) -> dict:
+    """Percentile intervals of a curve's kinetic numbers over Monte Carlo draws of the curve.
+
+    Parameters
+    ----------
+    time_h : array_like
+        Scan times (h), as for the nominal curve.
+    draws : array_like, shape (n_draws, n_times)
+        Draws of the decay-corrected curve.
+    nominal : KineticSummary
+        :func:`~spectrack.kinetics.auc.tac_metrics` of the nominal curve.
+    half_life_h : float
+    level : float
+    fixed_model : bool
+        Refit each draw with the nominal curve's chosen model only, from its
+        parameters (fast; the interval then leaves out the uncertainty of the
+        model choice); False repeats the whole model choice per draw.
+    **tac_metrics_kwargs
+        As given for the nominal curve (``start``, ``sigma``, ``unit``...).
+
+    Returns
+    -------
+    dict
+        ``{(metric, correction): (lo, hi, n_failed, note)}`` for
+        :data:`INTERVAL_METRICS` and :data:`HALF_LIFE_METRICS` whose nominal
+        value is finite. A half-life draw without a value counts as
+        infinite (``hi`` may be ``inf``); for the other metrics, no interval
+        (NaN) is given when more than ``(1 - level) / 2`` of the draws have no
+        value.
+    """
+    from .auc import tac_metrics
+
+    d = np.asarray(draws, dtype=float)
+    kw = dict(tac_metrics_kwargs)
+    if fixed_model:
+        kw["refit"] = {c: sel.best for c, sel in nominal.selections.items()}
+    wanted = [(r["metric"], r["correction"]) for r in nominal.metrics
+              if r["metric"] in INTERVAL_METRICS + HALF_LIFE_METRICS and np.isfinite(r["value"])]
+    vals = {k: np.full(len(d), np.nan) for k in wanted}
+    for j, curve in enumerate(d):
+        if not np.all(np.isfinite(curve)):
+            continue
+        s = tac_metrics(time_h, curve, half_life_h=half_life_h, decay_corrected=True, **kw)
+        for r in s.metrics:
+            k = (r["metric"], r["correction"])
+            if k in vals:
+                vals[k][j] = r["value"]
+    tail = (1.0 - level) / 2.0
+    out = {}
+    for k, v in vals.items():
+        good = np.isfinite(v)
+        n_failed = int((~good).sum())
+        if k[0] in HALF_LIFE_METRICS:
+            big = 1e300   # stands for "unbounded" inside the quantile (inf - inf would be NaN)
+            v = np.where(good, v, big)
+            lo, hi = (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail))) if v.size else (np.nan, np.nan)
+            lo, hi = (np.inf if x > 1e299 else x for x in (lo, hi))
+            note = (f"; {n_failed} of {len(d)} draws gave no half-life (no clearance within what the study "
+                    "measures): counted as unbounded") if n_failed else ""
+        elif n_failed > tail * len(d) or not good.any():
+            lo, hi = np.nan, np.nan
+            note = f"; not given: {n_failed} of {len(d)} draws gave no value"
+        else:
+            lo, hi = percentile_interval(v[good], level)
+            note = f"; {n_failed} of {len(d)} draws gave no value and are left out" if n_failed else ""
+        out[k] = (float(lo), float(hi), n_failed, note)
+    return out
+
+
+def interval_text(level: float, n_draws: int, fixed_model: bool) -> str:
+    """How the kinetic intervals were obtained, in one sentence."""
+    return (f"Monte Carlo percentile interval ({100 * level:g} %): {n_draws} draws of the curve (every "
+            "uncertainty term, shared ones included) refitted and reintegrated"
+            + (" with the model fixed at the nominal curve's choice" if fixed_model else ", model choice repeated"))
+
+
 def derived_intervals(
     time_h,
     values,
@@ -835,13 +919,14 @@ def derived_intervals(
     decay_corrected: bool = True,
     level: float = 0.95,
     max_draws: int | None = None,
+    fixed_model: bool = False,
     **tac_metrics_kwargs,
 ):
     """Intervals on every number of :func:`~spectrack.kinetics.auc.tac_metrics`.
 
     The nominal curve gives ``value``; each Monte Carlo draw of the curve is
-    run through the same fits and integrals (including model choice), and
-    the percentiles of the results give ``lo``/``hi``.
+    run through the same fits and integrals, and the percentiles of the
+    results give ``lo``/``hi`` (see :func:`metric_intervals`).
 
     Parameters
     ----------
@@ -854,6 +939,9 @@ def derived_intervals(
         As for :func:`~spectrack.kinetics.auc.tac_metrics`.
     max_draws : int, optional
         Use only the first draws (fits are the slow part).
+    fixed_model : bool
+        Refit only the nominal curve's chosen model per draw (fast) instead
+        of repeating the model choice (default).
     **tac_metrics_kwargs
         ``models``, ``start``, ``tail``, ``rule``, ``weighting``, ``unit``.
 
@@ -861,7 +949,7 @@ def derived_intervals(
     -------
     pandas.DataFrame
         ``metric, correction, value, lo, hi, unit, method, interval_method,
-        n_draws, n_failed``.
+        n_draws, n_failed`` (metrics without an interval have NaN bounds).
     """
     import pandas as pd
 
@@ -870,22 +958,20 @@ def derived_intervals(
     d = np.asarray(draws, dtype=float)
     if max_draws is not None:
         d = d[: int(max_draws)]
-    nominal = tac_metrics(time_h, values, half_life_h=half_life_h, decay_corrected=decay_corrected,
-                          **tac_metrics_kwargs)
-
-    def one(curve):
-        s = tac_metrics(time_h, curve, half_life_h=half_life_h, decay_corrected=decay_corrected,
-                        **tac_metrics_kwargs)
-        return {(r["metric"], r["correction"]): r["value"] for r in s.metrics}
-
-    res = propagate(d, one, level=level)
-    imethod = (f"Monte Carlo percentile interval ({100 * level:g} %): each of {len(d)} draws of the curve "
-               "refitted and reintegrated")
+    t = np.asarray(time_h, dtype=float)
+    y = np.asarray(values, dtype=float)
+    if not decay_corrected:   # the draws and the curve in the decay-corrected form the engine works on
+        fac = np.exp(np.log(2) / float(half_life_h) * t)
+        y, d = y * fac, d * fac[None, :]
+    nominal = tac_metrics(t, y, half_life_h=half_life_h, decay_corrected=True, **tac_metrics_kwargs)
+    res = metric_intervals(t, d, nominal, half_life_h=half_life_h, level=level, fixed_model=fixed_model,
+                           **tac_metrics_kwargs)
+    imethod = interval_text(level, len(d), fixed_model)
     rows = []
     for r in nominal.metrics:
         k = (r["metric"], r["correction"])
-        p = res.get(k, {"lo": np.nan, "hi": np.nan, "n_failed": len(d)})
-        rows.append({"metric": k[0], "correction": k[1], "value": r["value"], "lo": p["lo"], "hi": p["hi"],
-                     "unit": r["unit"], "method": r["method"], "interval_method": imethod,
-                     "n_draws": len(d), "n_failed": p["n_failed"]})
+        lo, hi, nf, note = res.get(k, (np.nan, np.nan, 0, ""))
+        rows.append({"metric": k[0], "correction": k[1], "value": r["value"], "lo": lo, "hi": hi,
+                     "unit": r["unit"], "method": r["method"], "interval_method": imethod + note if k in res else "",
+                     "n_draws": len(d), "n_failed": nf})
     return pd.DataFrame(rows)

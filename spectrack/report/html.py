@@ -391,10 +391,18 @@ def _kinetics_section(data) -> str:
     out.append("<p class='note'><b>Methods.</b></p><ul class='note'>"
                + "".join(f"<li><b>{e(a)}</b>: {e(b)}</li>" for a, b in METHOD_SENTENCES) + "</ul>")
     if summ:
-        cols = [c for c in summ[0] if c not in ("region", "model", "quality", "flags")]
+        cols = [c for c in summ[0] if c not in ("region", "model", "quality", "flags", "intervals")]
         has_q = any(r["quality"] for r in summ)
         has_f = any(r.get("flags") for r in summ)
-        rows = [[e(r["region"]), e(str(r["model"]))] + [fmt(r[c], 4) for c in cols]
+        has_iv = any(r.get("intervals") for r in summ)
+
+        def cell(r, c):
+            lo, hi = r.get("intervals", {}).get(c, (math.nan, math.nan))
+            if not _finite(r[c]) or (math.isnan(lo) and math.isnan(hi)):
+                return fmt(r[c], 4)
+            return f"{fmt(r[c], 4)}<br><span class='src'>[{fmt(lo, 3)}, {fmt(hi, 3)}]</span>"
+
+        rows = [[e(r["region"]), e(str(r["model"]))] + [cell(r, c) for c in cols]
                 + ([f"<span class='src'>{e(r['quality'])}</span>"] if has_q else [])
                 + ([f"<span class='src'>{e(r.get('flags', ''))}</span>"] if has_f else []) for r in summ]
         tail = "AUC tail share"
@@ -406,6 +414,7 @@ def _kinetics_section(data) -> str:
                    "— : not estimable or withheld (the method says why, e.g. no decline after the peak, or an "
                    "area beyond the physically possible). TIAC: time-integrated activity coefficient (MIRD "
                    "residence time). Flags: why a value is an estimate, a bound or withheld."
+                   + (" Under a value: its 95 % interval [lo, hi]." if has_iv else "")
                    + (" Fit check: 'ok', or why the fit is not used to extrapolate." if has_q else "")
                    + (f" <span class='bad'>{n_flag} region(s) flagged</span>: more than {TAIL_FLAG:.0%} of the AUC "
                       "is extrapolated beyond the last scan, so AUC, MRT and the half-lives rest on the fitted "

@@ -116,19 +116,29 @@ METHOD_SENTENCES = (
      "same number of decays."),
     ("Guards", "areas larger than physically possible (100 %ID × the integral of physical decay, i.e. the "
      "whole dose staying in the region forever) are withheld and flagged."),
+    ("Intervals", "the 95 % intervals of the areas, TIAC and half-lives come from refitting and reintegrating "
+     "Monte Carlo draws of each curve that carry every uncertainty term of the %ID values (counting noise "
+     "per scan; calibration, region boundaries and, with --pvc, the PSF width shared by all scans), with the "
+     "model fixed at the one chosen for the measured curve; a half-life whose draws do not all clear within "
+     "the study has an open upper bound (∞)."),
     ("Recovery correction", "with --pvc every number is also computed on the recovery-corrected (GTM) curves "
      "(quantity pct_id_pvc in kinetics.csv)."),
 )
 
 
-def _metric_row(d, metric, corr):
-    v = d[(d["metric"] == metric) & (d["correction"] == corr)]["value"]
+def _metric_row(d, metric, corr, col: str = "value"):
+    if col not in d:
+        return math.nan
+    v = d[(d["metric"] == metric) & (d["correction"] == corr)][col]
     return float(v.iloc[0]) if len(v) else math.nan
 
 
 def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]:
     """One dict per region: selected model and the key numbers of :data:`SUMMARY_METRICS`
-    (and :data:`SUMMARY_METRICS_PVC` when the metrics hold the recovery-corrected curves)."""
+    (and :data:`SUMMARY_METRICS_PVC` when the metrics hold the recovery-corrected curves).
+
+    ``row["intervals"]`` maps a column title to its 95 % interval ``(lo, hi)``
+    where the metrics have ``lo``/``hi`` columns and the bounds are not NaN."""
     if metrics is None or len(metrics) == 0:
         return []
     has_q = "quantity" in metrics
@@ -138,18 +148,27 @@ def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]
     for region in dict.fromkeys(m["region"].astype(str)):
         d = m[m["region"].astype(str) == region]
         row: dict = {"region": region}
+        iv: dict = {}
+
+        def take(frame, metric, corr, title):
+            row[title] = _metric_row(frame, metric, corr)
+            lo, hi = _metric_row(frame, metric, corr, "lo"), _metric_row(frame, metric, corr, "hi")
+            if not (math.isnan(lo) and math.isnan(hi)):
+                iv[title] = (lo, hi)
+
         for metric, corr, title in SUMMARY_METRICS:
-            row[title] = _metric_row(d, metric, corr)
+            take(d, metric, corr, title)
         if len(pvc):
             dp = pvc[pvc["region"].astype(str) == region]
             for metric, corr, title in SUMMARY_METRICS_PVC:
-                row[title] = _metric_row(dp, metric, corr)
+                take(dp, metric, corr, title)
         flags = []
         if "flag" in d:
             for fl in d["flag"].dropna().astype(str):
                 if fl and fl not in flags:
                     flags.append(fl)
         row["flags"] = "; ".join(flags)
+        row["intervals"] = iv
         row["model"] = "—"
         row["quality"] = ""
         if fits is not None and len(fits):
