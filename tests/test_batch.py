@@ -460,3 +460,23 @@ def test_readme_batch_on_sample_studies_without_a_terminal(tmp_path, capsys):
                 assert row["pct_id"].item() == pytest.approx(reg["pct_id"], rel=1e-3), (sid, name)
     assert (out / "cohort_report.html").exists()
     assert sorted(pd.read_csv(out / "cohort.csv")["study"].unique()) == ["nhp_a", "nhp_b"]
+
+
+def test_cohort_qc_flags_each_study_against_its_own_mass_balance_threshold(tmp_path, nifti_study):
+    """Two identical studies, one with a threshold far below its unaccounted %ID: only that one is flagged,
+    and qc.csv records each study's threshold (read from its study.json)."""
+    for i in range(2):
+        nifti_study(tmp_path / "data" / f"s{i}")
+    man = tmp_path / "cohort.csv"
+    man.write_text("path,study,mass_balance_threshold_pct_id\ndata/s0,strict,0.0\ndata/s1,loose,100\n")
+    s = run_batch(None, tmp_path / "out", manifest=man)
+    assert s.counts()["done"] == 2
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv").set_index("study")
+    assert qc.loc["strict", "unaccounted_threshold_pct_id"] == 0.0
+    assert qc.loc["loose", "unaccounted_threshold_pct_id"] == 100.0
+    un = qc["unaccounted_pct_id"]
+    assert un.loc["strict"] == pytest.approx(un.loc["loose"]) and abs(un.loc["strict"]) > 0  # same data
+    html = (tmp_path / "out" / "cohort_report.html").read_text()
+    qc_html = html.split("Quality control per study")[1].split("</table>")[0]
+    rows = {r.split("<td>")[1].split("</td>")[0]: r for r in qc_html.split("<tr")[2:]}
+    assert 'class="flag"' in rows["strict"] and 'class="flag"' not in rows["loose"]

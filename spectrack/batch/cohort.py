@@ -129,7 +129,11 @@ def qc_table(summary, table):
     ``|sum(region pct_id) + outside_regions - field_of_view|`` as a percentage
     of ``field_of_view`` (the table's own sums); ``unaccounted_pct_id`` is the
     time point's ``mass_balance.csv`` value farthest from 0: the injected
-    activity not found in the field of view nor in the removed activity.
+    activity not found in the field of view nor in the removed activity;
+    ``unaccounted_threshold_pct_id`` the study's own warning threshold
+    (``--mass-balance-threshold-pct-id``, from its ``study.json``; the
+    default where the study does not record one), against which it is
+    flagged.
     """
     import pandas as pd
 
@@ -141,7 +145,7 @@ def qc_table(summary, table):
         st = by_id[o.study].settings
         row = {"study": o.study, "species": st.species, "group": st.group, "status": o.status,
                "timepoints": None, "missing_timepoints": None, "mass_balance_pct": None, "unaccounted_pct_id": None,
-               "registration_ncc_min": None, "warnings": None, "reason": o.reason, "stale": bool(o.stale)}
+               "unaccounted_threshold_pct_id": DEFAULT_THRESHOLD_PCT_ID, "registration_ncc_min": None, "warnings": None, "reason": o.reason, "stale": bool(o.stale)}
         if o.status != "failed" and o.out_dir:
             d = table[table["study"] == o.study]
             row["timepoints"] = int(d["timepoint"].nunique())
@@ -158,7 +162,11 @@ def qc_table(summary, table):
             except (OSError, ValueError):
                 meta = {}
             row["registration_ncc_min"] = _registration_quality(meta)
-            per_tp = (meta.get("mass_balance") or {}).get("per_timepoint") or []
+            mb = meta.get("mass_balance") or {}
+            thr = mb.get("threshold_pct_id")
+            if isinstance(thr, (int, float)) and math.isfinite(thr):
+                row["unaccounted_threshold_pct_id"] = float(thr)
+            per_tp = mb.get("per_timepoint") or []
             un = [float(r["unaccounted_pct_id"]) for r in per_tp if r.get("unaccounted_pct_id") is not None]
             un = [u for u in un if math.isfinite(u)]
             row["unaccounted_pct_id"] = max(un, key=abs) if un else None
@@ -292,14 +300,16 @@ def cohort_report(summary, table, stats, qc, usual, figures: dict[str, bytes]) -
                  "fewer a study has. Mass balance: largest |Σ region %ID + outside − field of view| as % of the "
                  f"field of view (flagged above {_MASS_BALANCE_TOL_PCT:g} %). Unaccounted: the injected activity "
                  "(decay-corrected) found neither in the field of view nor in the removed activity, %ID, at the "
-                 f"time point farthest from 0 (flagged above {DEFAULT_THRESHOLD_PCT_ID:g} %ID). Registration: "
+                 "time point farthest from 0 (flagged above the study's own threshold, default "
+                 f"{DEFAULT_THRESHOLD_PCT_ID:g} %ID). Registration: "
                  "lowest normalised cross-correlation of the registered CTs, when registration ran.</p>")
     qrows = qc.to_dict("records")
     parts.append(_html_table(
         qrows, ["study", "species", "group", "status", "timepoints", "missing_timepoints", "mass_balance_pct",
-                "unaccounted_pct_id", "registration_ncc_min", "warnings"],
+                "unaccounted_pct_id", "unaccounted_threshold_pct_id", "registration_ncc_min", "warnings"],
         flag=lambda r: r["status"] == "failed" or (r["missing_timepoints"] or 0) > 0
-        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT or abs(r["unaccounted_pct_id"] or 0) > DEFAULT_THRESHOLD_PCT_ID))
+        or (r["mass_balance_pct"] or 0) > _MASS_BALANCE_TOL_PCT
+        or abs(r["unaccounted_pct_id"] or 0) > r["unaccounted_threshold_pct_id"]))
     failed = [r for r in qrows if r["status"] == "failed"]
     if failed:
         parts.append("<h2>Failures</h2>")
