@@ -465,6 +465,8 @@ def find_study_file(path) -> Path | None:
     :data:`STUDY_FILE_NAMES` in the folder ``path``; ``None`` otherwise (also for a list of files)."""
     if path is None or isinstance(path, (list, tuple)):
         return None
+    if not isinstance(path, str) and not isinstance(getattr(path, "__fspath__", lambda: None)(), str):
+        return None  # not a path: load_study says so in one line
     p = Path(path)
     if p.is_file():
         return p if p.suffix.lower() in (".toml", ".json") else None

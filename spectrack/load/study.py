@@ -252,6 +252,31 @@ def _stitch(beds: list[Series], warnings: list[str]) -> Series:
     return s
 
 
+def _ranges():
+    from ..settings import _RANGES
+
+    return _RANGES["times_h"], _RANGES["duration_s"]
+
+
+_TIME_H_RANGE, _DURATION_S_RANGE = _ranges()
+
+
+def _number(value, what: str, lo: float, hi: float, unit: str, *, positive: bool = False) -> float:
+    """A study file's number, checked as the options are (a number, finite, in range), or one line."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number ({unit.split(' (')[0]}), got {value!r}: write it without units "
+                         "or quotes")
+    if not math.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise InputError(f"{what} must be positive, got {value:g}")
+    if not lo <= value <= hi:
+        raise InputError(f"{what} must be between {lo:g} and {hi:g} {unit}, got {value:g}")
+    return float(value)
+
+
 def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
     """Read a ``.toml`` or ``.json`` study file.
 
@@ -322,9 +347,26 @@ def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
         raise InputError(f"study file {path} has no [[timepoints]] entries: list each time point's images")
     inj = settings.get("injection_time")
     inj_dt = parse_datetime(inj, f"injection_time in {path}") if inj else None
+    if settings.get("units") is not None:
+        from .nifti import _UNITS
+
+        if str(settings["units"]).lower() not in _UNITS:
+            raise InputError(f"study file {path}: units {settings['units']!r} not understood; use Bq/mL, counts "
+                             "or cps")
     for n, tp in enumerate(tps):
+        if not isinstance(tp, dict):
+            raise InputError(f"study file {path}: time point {n + 1} is {type(tp).__name__} {tp!r}, not a table: "
+                             "write each as [[timepoints]] with spect = \"...\" and time_h = ...")
         if "spect" not in tp and "pet" not in tp and "image" not in tp:
             raise InputError(f"study file {path}: time point {n + 1} has no 'spect' (or 'pet'/'image') entry")
+        for key in ("spect", "pet", "image", "ct"):
+            if key in tp and not (isinstance(tp[key], str) and tp[key].strip()):
+                raise InputError(f"study file {path}: timepoints[{n}].{key} must be a file or folder name "
+                                 f"(relative to the study file), got {tp[key]!r}")
+        for key, (lo, hi, unit) in (("time_h", _TIME_H_RANGE), ("duration_s", _DURATION_S_RANGE)):
+            if key in tp:
+                tp = dict(tp, **{key: _number(tp[key], f"study file {path}: timepoints[{n}].{key}", lo, hi, unit,
+                                              positive=key == "duration_s")})
         em_path = base / (tp.get("spect") or tp.get("pet") or tp.get("image"))
         s_list, w = load_series(em_path)
         warnings += w
@@ -373,6 +415,21 @@ def read_study_file(path) -> tuple[list[Series], dict, list[str]]:
     return series, settings, warnings
 
 
+def _check_path_argument(path) -> None:
+    """Refuse a ``path`` argument that is not a path or a list of paths (one line, not a TypeError)."""
+    def ok(p):
+        return isinstance(p, str) or (hasattr(p, "__fspath__") and isinstance(p.__fspath__(), str))
+
+    if isinstance(path, (list, tuple)):
+        bad = [p for p in path if not ok(p)]
+        if bad:
+            raise InputError(f"load_study() needs paths (str or pathlib.Path), and the list holds "
+                             f"{type(bad[0]).__name__} {bad[0]!r}")
+    elif not ok(path):
+        raise InputError(f"load_study() needs a path (str or pathlib.Path) or a list of paths, not "
+                         f"{type(path).__name__}")
+
+
 def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
     """Load a study: time points of emission volumes, each with its CT.
 
@@ -399,6 +456,12 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
     >>> [f"{tp.acquisition_start:%d %H:%M}" for tp in study.timepoints]
     ['14 22:10', '14 22:40', '14 23:40', '15 01:40', '15 03:40', '15 21:40']
     """
+    _check_path_argument(path)
+    if times_h is not None:  # the checks of --times-h, with the same messages
+        from ..settings import settings_from_mapping
+
+        given = times_h if isinstance(times_h, str) or not hasattr(times_h, "__iter__") else list(times_h)
+        times_h = settings_from_mapping({"times_h": given}, where="load_study()").times_h or []
     settings: dict = {}
     warnings: list[str] = []
     if isinstance(path, (list, tuple)):
@@ -431,7 +494,6 @@ def load_study(path, *, times_h=None, subject: str | None = None) -> Study:
         raise InputError(f"no SPECT (NM RECON TOMO) or PET volume found in {path} (found: {found}){why}")
 
     if times_h is not None:
-        times_h = [float(t) for t in times_h]
         if len(times_h) != len(emissions):
             raise InconsistentInputError(f"{len(times_h)} times given for {len(emissions)} emission volumes: "
                                          "give one time per volume")
