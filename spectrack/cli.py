@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -446,6 +447,18 @@ def phantom(
         raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
     if acquisition not in ("exact", "realistic"):
         raise typer.BadParameter(f"must be exact or realistic, got {acquisition!r}", param_hint="'--acquisition'")
+    from .settings import _RANGES
+
+    lo, hi, unit = _RANGES["seed"]
+    if not lo <= seed <= hi:
+        raise typer.BadParameter(f"must be zero or positive, got {seed}" if seed < 0 else
+                                 f"must be between {lo} and {hi} {unit}, got {seed}", param_hint="'--seed'")
+    lo, hi, unit = _RANGES["psf_fwhm_mm"]
+    if not math.isfinite(psf_fwhm_mm):
+        raise typer.BadParameter(f"must be a finite number, got {psf_fwhm_mm}", param_hint="'--psf-fwhm-mm'")
+    if not lo <= psf_fwhm_mm <= hi:
+        raise typer.BadParameter(f"must be between {lo:g} and {hi:g} {unit} (0 = no blur), got {psf_fwhm_mm:g}",
+                                 param_hint="'--psf-fwhm-mm'")
     from .io_utils import output_folder
     from .phantom.core import PHANTOM_OUTPUTS
 
@@ -473,10 +486,71 @@ def resolution(
     if (line_axis is not None or source == "line") and line_axis not in ("i", "j", "k"):
         raise typer.BadParameter(f"a line source needs i, j or k (the image axis it runs along), got {line_axis!r}",
                                  param_hint="'--line-axis'")
-    r = resolution_from_image(image, out, source=source, line_axis=line_axis)
+    from .io_utils import write_errors
+
+    _check_output_file(out)
+    with write_errors(out):
+        r = resolution_from_image(image, out, source=source, line_axis=line_axis)
     fw = ", ".join("-" if v != v else f"{v:.2f}" for v in r["fwhm_mm"])
     _say(f"FWHM (i, j, k) = ({fw}) mm; {r['method']}")
     _wrote([out])
+
+
+def max_workers() -> int:
+    """The most worker processes ``batch --workers`` starts: 4 per core (each is a Python process holding a study)."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
+def _first_existing(path: Path) -> Path:
+    above = path
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    return above
+
+
+def _probe_writable(out, where: Path) -> None:
+    import os
+    import tempfile
+
+    from .errors import OutputError
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".spectrack-probe-", dir=where))
+    except OSError as e:
+        raise OutputError(out, e.strerror or str(e)) from None
+
+
+def _check_writable_folder(out: Path, command: str = "spectrack batch") -> None:
+    """An output folder written into (batch, report): not a file, not under a file, writable; checked before
+    any work."""
+    import os
+
+    from .errors import OutputError
+
+    final = Path(os.path.abspath(out))
+    if final.exists() and not final.is_dir():
+        raise OutputError(out, f"it is a file, not a folder: give a folder (new, or one {command} wrote)")
+    above = _first_existing(final)
+    if not above.is_dir():
+        raise OutputError(out, f"{above} is a file, not a folder: give a folder path")
+    _probe_writable(out, above)
+
+
+def _check_output_file(out: Path) -> None:
+    """An output file (``resolution -o``): not a folder, not under a file, in a writable folder."""
+    import os
+
+    from .errors import OutputError
+
+    final = Path(os.path.abspath(out))
+    if final.is_dir():
+        raise OutputError(out, "it is a folder: give a file name, such as resolution.json")
+    above = _first_existing(final.parent)
+    if not above.is_dir():
+        raise OutputError(out, f"{above} is a file, not a folder: give a file path in a folder")
+    _probe_writable(out, above)
 
 
 @app.command()
@@ -507,7 +581,11 @@ def batch(
     if scheduler and workers:
         raise typer.BadParameter("--workers sets the embedded cluster; with --scheduler the workers are the "
                                  "scheduler's", param_hint="'--workers'")
+    if workers is not None and workers > max_workers():
+        raise typer.BadParameter(f"must be between 1 and {max_workers()} (4 worker processes per core of this "
+                                 f"machine; each holds a study in memory), got {workers}", param_hint="'--workers'")
     settings = options.settings(config)
+    _check_writable_folder(out)
     err = _console(stderr=True)
     marks = {"done": ("done", "green"), "skipped": ("skipped (unchanged)", "dim"), "failed": ("failed", "red")}
 
@@ -608,6 +686,7 @@ def report(
     """Regenerate the HTML report (report.html, figures/*.png) from a results folder."""
     from .report import report_from_results
 
+    _check_writable_folder(out if out is not None else results, "spectrack report")
     outputs = report_from_results(results, out_dir=out, log_y=log_y)
     _say(f"wrote {outputs['report.html']} and {len(outputs) - 1} figure(s) in "
          f"{outputs['report.html'].parent / 'figures'}")
