@@ -657,3 +657,127 @@ def test_api_messages_are_the_command_lines(api_study, tmp_path, capsys):
         spectrack.load_study(api_study["s"], times_h=[float("nan"), 1, 2])
     rc = main(["info", str(api_study["s"]), "--times-h", "nan,1,2"])
     assert rc == 2 and e.value.problem in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- nothing lost: a failed batch re-run
+def _fail_with(monkeypatch, how: str) -> None:
+    import spectrack.io_utils as io_utils
+    import spectrack.pipeline
+
+    if how == "disk_full":  # the third file of the new result cannot be written
+        real, calls = io_utils._fsync, []
+
+        def full(path):
+            calls.append(path)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path)
+
+        monkeypatch.setattr(io_utils, "_fsync", full)
+    else:
+        exc = MemoryError() if how == "memory" else RuntimeError("worker exception")
+
+        def boom(*a, **k):
+            raise exc
+
+        monkeypatch.setattr(spectrack.pipeline, "run_study", boom)
+
+
+@pytest.mark.parametrize("how", ["disk_full", "memory", "worker_exception"])
+def test_failed_batch_rerun_keeps_the_last_good_result_marked_stale(tmp_path, nifti_study, monkeypatch, how):
+    from spectrack.batch import run_one
+    from spectrack.batch.cohort import cohort_table
+    from spectrack.batch.run import BatchSummary, StudyOutcome
+    from spectrack.batch.studies import resolve_studies
+
+    root, out = tmp_path / "root", tmp_path / "out"
+    truth = {f"s{i}": nifti_study(root / f"s{i}") for i in range(2)}
+    studies = resolve_studies(root)
+    specs = {s.study_id: s.to_spec() for s in studies}
+    first = {sid: run_one(spec, str(out)) for sid, spec in specs.items()}
+    assert all(o["status"] == "done" for o in first.values())
+    before = {p.relative_to(out).as_posix(): _sha(p) for p in (out / "studies" / "s0").rglob("*") if p.is_file()}
+    with monkeypatch.context() as m:
+        _fail_with(m, how)
+        failed = run_one(specs["s0"], str(out), force=True)
+    assert failed["status"] == "failed" and failed["stale"] is True, failed
+    assert failed["out_dir"] == str(out / "studies" / "s0")
+    after = {p.relative_to(out).as_posix(): _sha(p) for p in (out / "studies" / "s0").rglob("*") if p.is_file()}
+    assert after == before  # the last good result, whole
+    assert sorted(p.name for p in (out / "studies").iterdir()) == ["s0", "s1"]  # no temporary folder left
+    fresh = run_one(specs["s1"], str(out), force=True)
+    summary = BatchSummary(out_dir=out, outcomes=[StudyOutcome(**failed), StudyOutcome(**fresh)], studies=studies)
+    table = cohort_table(summary)
+    assert table[table.study == "s0"]["stale"].all() and not table[table.study == "s1"]["stale"].any()
+    brain = table[(table.study == "s0") & (table.region == "brain")].sort_values("timepoint")
+    assert brain.pct_id.tolist() == pytest.approx([t["brain"] for t in truth["s0"]], rel=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="spectrack/batch/run.py (not this audit's to edit): run_batch's "
+                   "'except Exception' branch for a future that fails (KilledWorker: a worker killed for memory) "
+                   "builds a failed outcome without out_dir/stale, so the earlier result, still on disk, drops out "
+                   "of cohort.csv; set out_dir and stale=True there when studies/<id>/regions.csv exists")
+def test_a_worker_killed_on_a_rerun_keeps_the_last_good_result_in_the_cohort(tmp_path, nifti_study, monkeypatch):
+    from types import SimpleNamespace
+
+    import distributed
+    from distributed.scheduler import KilledWorker
+
+    from spectrack.batch import run_batch, run_one
+    from spectrack.batch.studies import resolve_studies
+
+    root, out = tmp_path / "root", tmp_path / "out"
+    nifti_study(root / "s0")
+    (spec,) = [s.to_spec() for s in resolve_studies(root)]
+    assert run_one(spec, str(out.resolve()))["status"] == "done"
+    good = _sha(out / "studies" / "s0" / "regions.csv")
+
+    class Killed:
+        def __init__(self, key):
+            self.key = key
+
+        def result(self):
+            raise KilledWorker(self.key, SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+
+    class Client:  # a scheduler whose worker dies (out of memory) while running the study
+        def map(self, fn, specs, key, **kw):
+            return [Killed(k) for k in key]
+
+        def cancel(self, futures):
+            pass
+
+    monkeypatch.setattr(distributed, "as_completed", lambda futures: iter(futures))
+    summary = run_batch(root, out, scheduler=Client(), force=True, report=False)
+    (o,) = summary.outcomes
+    assert o.status == "failed" and _sha(out / "studies" / "s0" / "regions.csv") == good
+    assert o.stale and o.out_dir == str(out.resolve() / "studies" / "s0"), o
+    cohort = pd.read_csv(out / "cohort.csv")
+    assert len(cohort) and cohort["stale"].all()
+
+
+# ---------------------------------------------------------------- the fuzz budget in CI
+def test_fuzz_totals_in_ci_are_at_least_2000_cases_with_no_failure(tmp_path):
+    """The fuzz files as CI runs them (their default example counts), in one process so that their summary
+    counters see every case (under xdist each worker counts only its share): at least 2,000 cases, 0 unexpected
+    exceptions (tracebacks, non-SpectrackError errors) and 0 silent wrong numbers (counted as failures by the
+    loader fuzz's truth checks; the option fuzz asserts every accepted value is finite and in range)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPECTRACK_FUZZ", "PYTEST_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins"), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:xdist",
+                        "-p", "no:randomly", "tests/test_fuzz_loaders.py", "tests/test_fuzz_options.py"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    loaders = re.search(r"^fuzz summary: (\d+) cases .*; (\d+) refused with a SpectrackError, (\d+) unexpected "
+                        r"failures$", r.stdout, re.M)
+    options = re.search(r"^option fuzz summary: (\d+) cases, (\d+) refused in one line, (\d+) accepted within "
+                        r"range, 0 tracebacks$", r.stdout, re.M)
+    assert loaders and options, r.stdout[-3000:]
+    n_loaders, n_options = int(loaders.group(1)), int(options.group(1))
+    assert int(loaders.group(3)) == 0
+    assert int(options.group(1)) == int(options.group(2)) + int(options.group(3))
+    assert n_loaders + n_options >= 2000, (n_loaders, n_options)
+    # the mutations the issue names are among them: NM size tags, damaged .nii.gz streams, output paths
+    for kind in ("DICOM NM size", "NIfTI gz damage", "DICOM NM tags", "NIfTI study"):
+        m = re.search(rf"{kind} (\d+)", loaders.group(0))
+        assert m and int(m.group(1)) >= 100, (kind, loaders.group(0))
+    assert re.search(r"(\d+) passed", r.stdout) and " failed" not in r.stdout.splitlines()[-1]
