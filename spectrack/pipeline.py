@@ -27,7 +27,7 @@ STAGES = ("load", "align", "regions", "quantify", "kinetics", "report")
 #: Top-level entries :func:`run_study` may write into its results folder.
 QUANTIFY_OUTPUTS = ("regions.csv", "study.json", "kinetics.csv", "fits.csv", "labels", "transforms",
                     "neuraxis_profile.csv", "neuraxis_front.csv", "neuraxis_spread.csv", "neuraxis_profile.png",
-                    "mass_balance.csv", "report.html", "figures")
+                    "neuraxis_vertebrae.csv", "mass_balance.csv", "report.html", "figures")
 
 
 class Cancelled(SpectrackError):
@@ -48,6 +48,9 @@ class StudyResult:
     kinetics: object | None = None
     transforms: list | None = None
     profile: object | None = None
+    #: %ID per vertebra along the canal (:func:`spectrack.regions.neuraxis.vertebra_table`), when automatic
+    #: regions counted the vertebrae on the CT
+    vertebrae: object | None = None
 
 
 def _series_json(s: Series | None) -> dict | None:
@@ -516,6 +519,7 @@ def run_study(
     neuraxis = None
     front = None
     neuraxis_warnings: list[str] = []
+    vert_table = None
     spread = None
     from .regions.vocabulary import CANAL_LEVELS
 
@@ -530,6 +534,12 @@ def run_study(
             spread = {"per_timepoint": sp.to_dict(orient="records"),
                       **{k: v for k, v in sp.attrs.items()}}
         neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
+        auto_meta = label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict) else None
+        if isinstance(auto_meta, dict) and auto_meta.get("vertebrae") and len(neuraxis):
+            from .regions.neuraxis import vertebra_table
+
+            vert_table = vertebra_table(neuraxis, auto_meta["vertebrae"])
+            neuraxis_warnings += vert_table.attrs.get("warnings", [])
     step("report", 0.85)
     inputs = study.input_files + label_inputs + ([Path(study_file["path"])] if study_file else [])
     meta = {
@@ -555,7 +565,7 @@ def run_study(
         "provenance": provenance(inputs, settings.to_dict(), command=command),
     }
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
-                         kinetics=kin, transforms=transforms, profile=neuraxis)
+                         kinetics=kin, transforms=transforms, profile=neuraxis, vertebrae=vert_table)
     if out_dir is not None:
         with output_folder(out_dir, QUANTIFY_OUTPUTS, force=force, command=writer) as out:
             _write_results(result, out, reg=reg, kin=kin, neuraxis=neuraxis, settings=settings, balance=balance)
@@ -586,6 +596,10 @@ def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settin
         from .regions.neuraxis import write_profile
 
         result.outputs.update(write_profile(neuraxis, out, plot=settings.report))  # the figure is for readers
+    if result.vertebrae is not None and len(result.vertebrae):
+        with atomic_path(out / "neuraxis_vertebrae.csv") as tmp:
+            result.vertebrae.to_csv(tmp, index=False, float_format="%.9g")
+        result.outputs["neuraxis_vertebrae.csv"] = out / "neuraxis_vertebrae.csv"
     written, meta["label_maps"] = write_label_maps(study, details_labels, out)
     result.outputs.update(written)
     result.outputs["study.json"] = write_json(out / "study.json", meta)
