@@ -8,7 +8,8 @@ used when spectrack writes a label map.
 =====  =======================  ==============================================
 index  name                     meaning
 =====  =======================  ==============================================
-1      brain                    brain parenchyma with intracranial CSF
+1      brain                    brain parenchyma; with intracranial CSF when
+                                no ``csf_intracranial`` region is present
 2      canal_cervical           spinal canal (cord + CSF), cervical levels
 3      canal_thoracic           spinal canal, thoracic levels
 4      canal_lumbar             spinal canal, lumbar levels
@@ -24,10 +25,21 @@ index  name                     meaning
 14     skull                    skull bone (CT anatomy)
 15     vertebrae                vertebral column bone (CT anatomy)
 16     remainder                rest of the body outline
+17     csf_intracranial         CSF-density space inside the skull: ventricles,
+                                basal cisterns and cisterna magna
 =====  =======================  ==============================================
 
-``csf_space`` in tables is the union of the brain's CSF and the four canal
-levels when reported as a group (see :data:`GROUPS`).
+``csf_intracranial`` is only labelled where the CT separates CSF from brain
+tissue (automatic regions) or when the phantom is asked for it
+(``make_phantom(..., intracranial_csf=True)``); otherwise ``brain`` holds the
+intracranial CSF, as before.
+
+Groups (:data:`GROUPS`) are reported only when every member is present:
+``spinal_canal`` (the four canal levels), ``cns`` (``brain`` and the canal
+levels; when ``csf_intracranial`` is present ``brain`` is parenchyma only, so
+the whole neuraxis is ``cns`` plus ``csf_intracranial``) and ``csf_space``
+(``csf_intracranial`` and the four canal levels: the CSF space, reported only
+when the intracranial CSF is its own region).
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ VOCABULARY: dict[int, str] = {
     14: "skull",
     15: "vertebrae",
     16: "remainder",
+    17: "csf_intracranial",
 }
 
 #: name -> default index
@@ -62,4 +75,5 @@ CANAL_LEVELS = ("canal_cervical", "canal_thoracic", "canal_lumbar", "canal_sacra
 GROUPS: dict[str, tuple[str, ...]] = {
     "spinal_canal": CANAL_LEVELS,
     "cns": ("brain",) + CANAL_LEVELS,
+    "csf_space": ("csf_intracranial",) + CANAL_LEVELS,
 }
