@@ -10,7 +10,9 @@ coincide get identical labels there.
 Paint order (a later structure wins where two overlap): body (remainder),
 subcutaneous fat and lungs (remainder), lymph nodes, salivary glands,
 thyroid, stomach, liver, kidneys, bladder, vertebrae, skull, injection site,
-the four canal levels, brain. Everything is clipped to the body outline.
+the four canal levels, brain, and (opt-in, ``intracranial_csf``) the
+intracranial CSF spaces inside the brain. Everything is clipped to the body
+outline.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "canal_arclength_mm",
     "body_coordinates",
     "discrete_spine",
+    "intracranial_csf_spaces",
 ]
 
 #: CT materials (index -> name) used by :func:`rasterize`.
@@ -114,7 +117,8 @@ def _ell(c, s):
 
 
 def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float = 1.0,
-                  spect_spacing_mm=None, overrides: dict | None = None, vertebrae: str = "continuous") -> dict:
+                  spect_spacing_mm=None, overrides: dict | None = None, vertebrae: str = "continuous",
+                  intracranial_csf: bool = False) -> dict:
     """Anatomy of one phantom subject, jittered by ``seed``.
 
     Parameters
@@ -138,6 +142,11 @@ def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float 
         vertebral body. ``'discrete'``: separate vertebrae (see
         :func:`discrete_spine`), recorded under the ``vertebrae`` key; no
         random draw is used, so the rest of the geometry is the same.
+    intracranial_csf : bool
+        Add ventricles and a cisterna magna inside the brain (see
+        :func:`intracranial_csf_spaces`), recorded under the
+        ``intracranial_csf`` key; no random draw is used, so the rest of the
+        geometry is the same. Default False (brain holds its CSF).
 
     Returns
     -------
@@ -222,7 +231,59 @@ def make_geometry(preset: str | Preset = "nhp", *, seed: int = 0, jitter: float 
             geo[k] = copy.deepcopy(v)
     if vertebrae == "discrete" and not (overrides and "vertebrae" in overrides):
         geo["vertebrae"] = discrete_spine(geo, a["vertebrae"], min_disc_mm=float(spacing.max()))
+    if intracranial_csf and not (overrides and "intracranial_csf" in overrides):
+        geo["intracranial_csf"] = intracranial_csf_spaces(geo, a["intracranial_csf"],
+                                                          min_semi_mm=float(spacing.max()))
     return geo
+
+
+def _foramen_magnum_z(geometry: dict) -> float:
+    """Body-frame z where the canal centreline enters the brain ellipsoid from below."""
+    b = geometry["brain"]
+    c, s = np.asarray(b["centre_mm"], float), np.asarray(b["semi_axes_mm"], float)
+    z = np.linspace(c[2] - s[2], c[2], 2001)
+    x, y = canal_centreline(geometry, z)
+    inside = ((x - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2 + ((z - c[2]) / s[2]) ** 2 <= 1.0
+    return float(z[np.argmax(inside)]) if inside.any() else float(c[2])
+
+
+def intracranial_csf_spaces(geometry: dict, spec: dict, *, min_semi_mm: float = 0.0) -> dict:
+    """Ventricles and cisterna magna of a geometry (body-frame ellipsoids inside the brain).
+
+    Parameters
+    ----------
+    geometry : dict
+        From :func:`make_geometry` (uses ``brain``, ``canal``).
+    spec : dict
+        The preset's ``intracranial_csf`` entry: ``ventricle_offset`` and
+        ``ventricle_semi`` (fractions of the brain's semi-axes; the two
+        ventricles mirror about the brain's midline), ``cisterna_semi``
+        (multiples of the cervical canal radius) and ``cisterna_dorsal``
+        (dorsal offset of its centre from the canal, in cervical canal radii).
+    min_semi_mm : float
+        Smallest semi-axis (the SPECT voxel size: each space stays at least
+        two voxels across).
+
+    Returns
+    -------
+    dict
+        ``ventricles`` (two ellipsoids), ``cisterna_magna`` (one ellipsoid,
+        its lower pole on the canal centreline where it enters the skull),
+        ``foramen_magnum_z_mm`` and a ``note``. Every space is clipped to the
+        brain ellipsoid when drawn.
+    """
+    b = geometry["brain"]
+    bc, bs = np.asarray(b["centre_mm"], float), np.asarray(b["semi_axes_mm"], float)
+    off, vs = np.asarray(spec["ventricle_offset"], float), np.asarray(spec["ventricle_semi"], float)
+    semi_v = np.maximum(vs * bs, min_semi_mm)
+    vents = [_ell(bc + np.array([sx * off[0], off[1], off[2]]) * bs, semi_v) for sx in (1.0, -1.0)]
+    zf = _foramen_magnum_z(geometry)
+    rc = geometry["canal"]["radius_mm"]["canal_cervical"]
+    semi_c = np.maximum(np.asarray(spec["cisterna_semi"], float) * rc, min_semi_mm)
+    xf, yf = canal_centreline(geometry, np.array([zf]))
+    cm = _ell([float(xf[0]), float(yf[0]) + float(spec["cisterna_dorsal"]) * rc, zf + semi_c[2]], semi_c)
+    return {"ventricles": vents, "cisterna_magna": cm, "foramen_magnum_z_mm": zf,
+            "note": "CSF HU (material csf); clipped to the brain ellipsoid; region csf_intracranial"}
 
 
 def discrete_spine(geometry: dict, formula: dict, *, min_disc_mm: float = 0.0) -> dict:
@@ -522,6 +583,11 @@ def rasterize(grid: Image, geometry: dict, pose: np.ndarray | None = None) -> tu
 
     fn, lo, hi = _ellipsoid(b["centre_mm"], b["semi_axes_mm"])
     p.paint(fn, lo, hi, INDEX["brain"], "brain")
+    ic = geometry.get("intracranial_csf")
+    if isinstance(ic, dict):
+        for e in list(ic["ventricles"]) + [ic["cisterna_magna"]]:
+            efn, elo, ehi = _ellipsoid(e["centre_mm"], e["semi_axes_mm"])
+            p.paint(lambda x, y, z, efn=efn: efn(x, y, z) & fn(x, y, z), elo, ehi, INDEX["csf_intracranial"], "csf")
     return p.labels, p.material
 
 
@@ -531,6 +597,6 @@ def ct_from_materials(material: np.ndarray) -> np.ndarray:
     return lut[material]
 
 
-def region_names() -> dict[int, str]:
-    """``{index: name}`` of every region the phantom draws."""
-    return dict(VOCABULARY)
+def region_names(intracranial_csf: bool = False) -> dict[int, str]:
+    """``{index: name}`` of every region the phantom draws (``csf_intracranial`` only when asked for)."""
+    return {k: v for k, v in VOCABULARY.items() if intracranial_csf or v != "csf_intracranial"}

@@ -14,9 +14,9 @@ import numpy as np
 from ..geometry import Image
 from ..physics import decay_constant_per_h, in_frame_factor
 from ..regions.labels import LabelMap
-from ..regions.vocabulary import CANAL_LEVELS, GROUPS, INDEX, VOCABULARY
+from ..regions.vocabulary import CANAL_LEVELS, GROUPS, INDEX
 from .anatomy import (canal_arclength_mm, canal_centreline, ct_from_materials, make_geometry, motion_matrix,
-                      pose_matrix, rasterize)
+                      pose_matrix, rasterize, region_names)
 from .kinetics_model import simulate_pct_id
 from .presets import PRESETS, Preset
 
@@ -216,7 +216,7 @@ class _Builder:
                  motion=None, negative_slice_step=False, spect_shape=None, ct_refine=1, subject_id=None,
                  injection_datetime=None, injected_mbq=None, sensitivity_cps_per_mbq=None, frame_duration_s=None,
                  jitter=1.0, geometry=None, tracer_front_mm=None, half_life_h=TC99M_HALF_LIFE_H,
-                 acquisition="exact", camera=None, vertebrae="continuous"):
+                 acquisition="exact", camera=None, vertebrae="continuous", intracranial_csf=False):
         if isinstance(preset, Preset):
             pre = preset
         else:
@@ -270,8 +270,16 @@ class _Builder:
         self.front = None if tracer_front_mm is None else _per_timepoint(tracer_front_mm, [0.0], n,
                                                                          "tracer_front_mm")
         self.geometry = make_geometry(pre, seed=self.seed, jitter=jitter, spect_spacing_mm=self.spect_grid.spacing_mm,
-                                      overrides=geometry, vertebrae=vertebrae)
-        self.model = simulate_pct_id(pre.kinetics, self.times_h)
+                                      overrides=geometry, vertebrae=vertebrae,
+                                      intracranial_csf=bool(intracranial_csf))
+        self.intracranial_csf = bool(intracranial_csf)
+        if self.intracranial_csf and pre.kinetics_intracranial_csf is None:
+            raise ValueError(f"preset {pre.name!r} has no intracranial CSF kinetics (kinetics_intracranial_csf)")
+        self.kinetics = pre.kinetics_intracranial_csf if self.intracranial_csf else pre.kinetics
+        #: regions this phantom draws (csf_intracranial only when asked for)
+        self.names = region_names(self.intracranial_csf)
+        self.groups = {g: m for g, m in GROUPS.items() if all(x in self.names.values() for x in m)}
+        self.model = simulate_pct_id(self.kinetics, self.times_h)
         self.args = {
             "preset": pre.name, "seed": self.seed, "times_h": self.times_h, "units": self.units,
             "psf_fwhm_mm": self.psf, "noise": self.noise, "motion": self.motion,
@@ -286,6 +294,8 @@ class _Builder:
         }
         if vertebrae != "continuous":  # only when asked: the default arguments (and digest, UIDs) stay as they were
             self.args["vertebrae"] = vertebrae
+        if self.intracranial_csf:  # likewise
+            self.args["intracranial_csf"] = True
         self.digest = _args_digest(self.args)
         self._cache: dict = {}
 
@@ -344,11 +354,11 @@ class _Builder:
         vox_ml = self.spect_grid.voxel_volume_ml
 
         # model %ID (decay-corrected) of each region at the scan start
-        model_pct = {name: float(self.model[name][n]) for name in VOCABULARY.values()}
+        model_pct = {name: float(self.model[name][n]) for name in self.names.values()}
         excreted = float(self.model["excreted"][n])
-        counts_per_label = np.bincount(lab_sp.ravel(), minlength=len(VOCABULARY) + 1)
+        counts_per_label = np.bincount(lab_sp.ravel(), minlength=max(self.names) + 1)
         notes = []
-        for idx, name in VOCABULARY.items():
+        for idx, name in self.names.items():
             if counts_per_label[idx] == 0 and model_pct[name] != 0.0 and name != "remainder":
                 notes.append(f"{name} has no voxel on the SPECT grid: its {model_pct[name]:.4g} %ID is put in "
                              "remainder")
@@ -368,7 +378,7 @@ class _Builder:
                 model_pct["remainder"] += neur
             for c in CANAL_LEVELS + ("brain",):
                 model_pct[c] = 0.0
-        for idx, name in VOCABULARY.items():
+        for idx, name in self.names.items():
             if self.front is not None and name in CANAL_LEVELS + ("brain",):
                 continue
             if counts_per_label[idx]:
@@ -419,16 +429,16 @@ class _Builder:
         stored16 = stored.astype(np.uint16)
 
         # the pct assigned to each region before quantisation (model, after the front option)
-        assigned = {name: 0.0 for name in VOCABULARY.values()}
+        assigned = {name: 0.0 for name in self.names.values()}
         for _, mask, pct in classes:
-            cnt = np.bincount(lab_sp[mask], minlength=len(VOCABULARY) + 1)
+            cnt = np.bincount(lab_sp[mask], minlength=max(self.names) + 1)
             for idx in np.nonzero(cnt)[0]:
                 if idx:
-                    assigned[VOCABULARY[int(idx)]] += pct * cnt[idx] / mask.sum()
+                    assigned[self.names[int(idx)]] += pct * cnt[idx] / mask.sum()
 
         # truth per region from the ideal stored values
         regions = {}
-        for idx, name in VOCABULARY.items():
+        for idx, name in self.names.items():
             m = lab_sp == idx
             nvox = int(m.sum())
             units_sum = int(ideal[m].sum())
@@ -453,7 +463,7 @@ class _Builder:
                 "image_pct_id": 100.0 * img_sum / decay / a_inj,
             }
         groups = {}
-        for g, members in GROUPS.items():
+        for g, members in self.groups.items():
             groups[g] = {k: float(sum(regions[m][k] for m in members))
                          for k in ("volume_ml", "activity_mbq", "activity_mbq_decay_corrected", "pct_id",
                                    "pct_id_uncorrected", "image_pct_id")}
@@ -474,7 +484,7 @@ class _Builder:
         if self.noise:
             hu = hu + np.random.default_rng([self.seed, 0x4354, n]).normal(0.0, 10.0, hu.shape)
         ct_img = self.ct_grid.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16), units="HU")
-        names = {k: v for k, v in VOCABULARY.items()}
+        names = dict(self.names)
         lab_ct_map = LabelMap(self.ct_grid.with_array(lab_ct, units="label"), dict(names), source="phantom")
         lab_sp_map = LabelMap(lab_sp_img, dict(names), source="phantom")
         ref_to_tp = np.eye(4) if motion is None else motion_matrix(motion, self.geometry["fov_centre_mm"])
@@ -530,7 +540,7 @@ class _Builder:
         act = np.zeros(lab_f.shape)
         # each class's activity over its own voxels of the fine grid; regions too small for the SPECT grid
         # were put in the remainder, their fine voxels with it
-        moved = [idx for idx, name in VOCABULARY.items() if counts_per_label[idx] == 0 and name != "remainder"]
+        moved = [idx for idx, name in self.names.items() if counts_per_label[idx] == 0 and name != "remainder"]
         for name, _mask, pct in classes:
             idx = INDEX[name]
             m = (lab_f == idx) if name != "remainder" else np.isin(lab_f, [idx] + moved)
@@ -577,17 +587,17 @@ class _Builder:
             "acquisition": self.acquisition,
             "negative_slice_step": self.negative,
             "ct_refine": self.ct_refine,
-            "region_names": {str(k): v for k, v in VOCABULARY.items()},
-            "groups": {k: list(v) for k, v in GROUPS.items()},
+            "region_names": {str(k): v for k, v in self.names.items()},
+            "groups": {k: list(v) for k, v in self.groups.items()},
             "spect_grid": _grid_json(g_sp),
             "ct_grid": _grid_json(self.ct_grid),
             "geometry": self.geometry,
             "kinetics": {
                 "compartments": list(self.model),
-                "rates_per_h": [[a, b, k] for (a, b), k in self.pre.kinetics.rates_per_h.items()],
-                "initial_fraction": self.pre.kinetics.initial,
-                "bladder_voids_h": list(self.pre.kinetics.voids_h),
-                "void_fraction": self.pre.kinetics.void_fraction,
+                "rates_per_h": [[a, b, k] for (a, b), k in self.kinetics.rates_per_h.items()],
+                "initial_fraction": self.kinetics.initial,
+                "bladder_voids_h": list(self.kinetics.voids_h),
+                "void_fraction": self.kinetics.void_fraction,
                 "note": "illustrative rates tuned to the qualitative findings of REFERENCE.md section 1",
             },
             "timepoints": [],
@@ -606,7 +616,7 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  injected_mbq: float | None = None, sensitivity_cps_per_mbq: float | None = None,
                  frame_duration_s=None, jitter: float = 1.0, geometry: dict | None = None,
                  tracer_front_mm=None, half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact",
-                 camera=None, vertebrae: str = "continuous") -> Phantom:
+                 camera=None, vertebrae: str = "continuous", intracranial_csf: bool = False) -> Phantom:
     """Build a phantom study in memory (no files).
 
     Parameters
@@ -680,6 +690,17 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
         and disc positions (body z and arc length) are in
         ``geometry["vertebrae"]`` (also in ``truth["geometry"]``). Both modes
         of acquisition draw it.
+    intracranial_csf : bool
+        Default False: ``brain`` holds the intracranial CSF (one compartment,
+        brain HU). True: two lateral ventricles and a cisterna magna at the
+        cranial end of the canal are drawn with CSF HU as region
+        ``csf_intracranial`` (:func:`spectrack.phantom.anatomy.intracranial_csf_spaces`,
+        ellipsoids in ``geometry["intracranial_csf"]``), with their own
+        kinetic compartment fed by rostral CSF flow from the cervical canal and
+        draining to the brain, blood and lymph nodes
+        (``Preset.kinetics_intracranial_csf``); truth per time point as for
+        every region, and the ``csf_space`` group. No random draw is used, so
+        the rest of the phantom is the one without it.
 
     Returns
     -------
@@ -691,7 +712,7 @@ def make_phantom(preset: str = "nhp", *, seed: int = 0, times_h=None, units: str
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
                  tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera,
-                 vertebrae=vertebrae)
+                 vertebrae=vertebrae, intracranial_csf=intracranial_csf)
     truth = b.study_truth()
     tps = []
     for n in range(len(b.times_h)):
@@ -713,7 +734,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                sensitivity_cps_per_mbq: float | None = None, frame_duration_s=None, jitter: float = 1.0,
                geometry: dict | None = None, tracer_front_mm=None,
                half_life_h: float = TC99M_HALF_LIFE_H, acquisition: str = "exact", camera=None,
-               study_file: bool = False, vertebrae: str = "continuous") -> dict:
+               study_file: bool = False, vertebrae: str = "continuous", intracranial_csf: bool = False) -> dict:
     """Write a phantom study (DICOM and/or NIfTI, labels, truth) and return its truth.
 
     Parameters are those of :func:`make_phantom`, plus
@@ -776,7 +797,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
                  injected_mbq=injected_mbq, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
                  frame_duration_s=frame_duration_s, jitter=jitter, geometry=geometry,
                  tracer_front_mm=tracer_front_mm, half_life_h=half_life_h, acquisition=acquisition, camera=camera,
-                 vertebrae=vertebrae)
+                 vertebrae=vertebrae, intracranial_csf=intracranial_csf)
     truth = b.study_truth()
     names = DicomNames(b) if "dicom" in formats else None
     scans = []
@@ -834,7 +855,7 @@ def _collected_urine(b: "_Builder", truth: dict) -> str:
 
     last = max(b.times_h) if len(b.times_h) else 0.0
     lam = math.log(2) / float(truth["half_life_h"])
-    rows = [(t, p) for t, p in voided_pct_id(b.pre.kinetics) if t <= last]
+    rows = [(t, p) for t, p in voided_pct_id(b.kinetics) if t <= last]
     if not rows:
         return ""
     lines = ["kind,time_h,activity_mbq,measured_h,note"]

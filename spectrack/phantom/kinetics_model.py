@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["COMPARTMENTS", "KineticsModel", "simulate_pct_id", "time_integrated_pct_id"]
+__all__ = ["COMPARTMENTS", "COMPARTMENTS_INTRACRANIAL_CSF", "KineticsModel", "simulate_pct_id",
+           "time_integrated_pct_id"]
 
 #: Model compartments: the region names of the vocabulary plus ``excreted``
 #: (urine voided from the bladder, out of the body).
@@ -49,6 +50,12 @@ COMPARTMENTS: tuple[str, ...] = (
     "excreted",
 )
 
+#: Compartments of the opt-in model with intracranial CSF (``make_phantom(..., intracranial_csf=True)``):
+#: :data:`COMPARTMENTS` with ``csf_intracranial`` after ``brain``.
+COMPARTMENTS_INTRACRANIAL_CSF: tuple[str, ...] = (
+    COMPARTMENTS[:COMPARTMENTS.index("brain") + 1] + ("csf_intracranial",)
+    + COMPARTMENTS[COMPARTMENTS.index("brain") + 1:])
+
 
 @dataclass(frozen=True)
 class KineticsModel:
@@ -65,17 +72,22 @@ class KineticsModel:
         Times (h after injection) at which the bladder is emptied.
     void_fraction : float
         Fraction of the bladder content leaving the body at each void.
+    compartments : tuple of str
+        Compartment names in matrix order (:data:`COMPARTMENTS`, or
+        :data:`COMPARTMENTS_INTRACRANIAL_CSF`); must include ``bladder`` and
+        ``excreted``.
     """
 
     rates_per_h: dict = field(default_factory=dict)
     initial: dict = field(default_factory=dict)
     voids_h: tuple = ()
     void_fraction: float = 0.9
+    compartments: tuple = COMPARTMENTS
 
     def matrix(self) -> np.ndarray:
         """Rate matrix ``K`` (1/h) with ``dA/dt = K A``; columns sum to zero."""
-        idx = {c: n for n, c in enumerate(COMPARTMENTS)}
-        k = np.zeros((len(COMPARTMENTS), len(COMPARTMENTS)))
+        idx = {c: n for n, c in enumerate(self.compartments)}
+        k = np.zeros((len(self.compartments), len(self.compartments)))
         for (src, dst), rate in self.rates_per_h.items():
             if src not in idx or dst not in idx:
                 raise ValueError(f"unknown compartment in rate {(src, dst)}")
@@ -86,9 +98,9 @@ class KineticsModel:
         return k
 
     def initial_vector(self) -> np.ndarray:
-        a0 = np.zeros(len(COMPARTMENTS))
+        a0 = np.zeros(len(self.compartments))
         for c, v in self.initial.items():
-            a0[COMPARTMENTS.index(c)] = v
+            a0[self.compartments.index(c)] = v
         if abs(a0.sum() - 1.0) > 1e-12:
             raise ValueError(f"initial fractions must sum to 1, got {a0.sum()}")
         return a0
@@ -101,9 +113,9 @@ class KineticsModel:
         if np.any(times < 0):
             raise ValueError("times must be >= 0 h after injection")
         k = self.matrix()
-        ib, ie = COMPARTMENTS.index("bladder"), COMPARTMENTS.index("excreted")
+        ib, ie = self.compartments.index("bladder"), self.compartments.index("excreted")
         events = sorted(v for v in self.voids_h if v > 0)
-        out = np.zeros((times.size, len(COMPARTMENTS)))
+        out = np.zeros((times.size, len(self.compartments)))
         for n, t in enumerate(times):
             a = self.initial_vector()
             t_prev = 0.0
@@ -128,7 +140,7 @@ def voided_pct_id(model: KineticsModel) -> list[tuple[float, float]]:
     >>> [(t, round(p, 6)) for t, p in voided_pct_id(m)]
     [(2.0, 90.0)]
     """
-    ie = COMPARTMENTS.index("excreted")
+    ie = model.compartments.index("excreted")
     out, before = [], 0.0
     for tv in sorted(v for v in model.voids_h if v > 0):
         after = 100.0 * float(model.fractions([tv])[0, ie])
@@ -148,7 +160,7 @@ def simulate_pct_id(model: KineticsModel, times_h) -> dict[str, np.ndarray]:
     [100.0, 36.7879]
     """
     f = model.fractions(times_h)
-    return {c: 100.0 * f[:, n] for n, c in enumerate(COMPARTMENTS)}
+    return {c: 100.0 * f[:, n] for n, c in enumerate(model.compartments)}
 
 
 def time_integrated_pct_id(model: KineticsModel, half_life_h: float) -> dict[str, float]:
@@ -169,18 +181,19 @@ def time_integrated_pct_id(model: KineticsModel, half_life_h: float) -> dict[str
     from scipy.linalg import expm
 
     lam = math.log(2) / float(half_life_h)
-    m = model.matrix() - lam * np.eye(len(COMPARTMENTS))
+    nc = len(model.compartments)
+    m = model.matrix() - lam * np.eye(nc)
     a = model.initial_vector()
-    ib, ie = COMPARTMENTS.index("bladder"), COMPARTMENTS.index("excreted")
-    total = np.zeros(len(COMPARTMENTS))
+    ib, ie = model.compartments.index("bladder"), model.compartments.index("excreted")
+    total = np.zeros(nc)
     t_prev = 0.0
     for tv in sorted(v for v in model.voids_h if v > 0):
         e = expm(m * (tv - t_prev))
-        total += np.linalg.solve(m, (e - np.eye(len(COMPARTMENTS))) @ a)
+        total += np.linalg.solve(m, (e - np.eye(nc)) @ a)
         a = e @ a
         moved = a[ib] * model.void_fraction
         a[ib] -= moved
         a[ie] += moved
         t_prev = tv
     total -= np.linalg.solve(m, a)
-    return {c: 100.0 * float(v) for c, v in zip(COMPARTMENTS, total)}
+    return {c: 100.0 * float(v) for c, v in zip(model.compartments, total)}

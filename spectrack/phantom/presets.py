@@ -21,13 +21,24 @@ plus a nominal intervertebral disc thickness ``disc_mm`` (round values, not
 measurements). The levels' z ranges are the segment boundaries: the
 sacral/lumbar boundary is the L/S1 disc, lumbar/thoracic the T/L1 disc,
 thoracic/cervical the C7/T1 disc.
+
+``intracranial_csf`` gives the opt-in intracranial CSF spaces
+(``make_phantom(..., intracranial_csf=True)``), as fractions of the brain's
+semi-axes: two lateral ventricles (centre offsets and semi-axes) and a
+cisterna magna just above the foramen magnum, dorsal to the canal's cranial
+end (semi-axes as multiples of the cervical canal radius). Round values chosen
+to give plausible volumes (human ventricles about 20 mL, NHP about 1 mL), not
+measurements. Their kinetic compartment ``csf_intracranial`` takes over the
+canal-brain exchange: rostral CSF flow carries tracer from the cervical canal
+into it, and it drains to the brain parenchyma, to blood and to lymph nodes
+(rates in ``Preset.kinetics_intracranial_csf``, illustrative like the others).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .kinetics_model import KineticsModel
+from .kinetics_model import COMPARTMENTS, COMPARTMENTS_INTRACRANIAL_CSF, KineticsModel
 
 __all__ = ["Preset", "PRESETS", "csf_kinetics"]
 
@@ -67,6 +78,9 @@ class Preset:
         Body-frame anatomy (see module docstring).
     kinetics : KineticsModel
         Compartment model of the tracer (decay-corrected fractions).
+    kinetics_intracranial_csf : KineticsModel or None
+        The same model with an intracranial CSF compartment between the
+        cervical canal and the brain (used by ``intracranial_csf=True``).
     """
 
     name: str
@@ -83,6 +97,7 @@ class Preset:
     jitter_mm: float
     anatomy: dict = field(default_factory=dict)
     kinetics: KineticsModel = field(default_factory=KineticsModel)
+    kinetics_intracranial_csf: KineticsModel | None = None
 
     @property
     def spacing_mm(self) -> tuple:
@@ -92,7 +107,7 @@ class Preset:
 
 def csf_kinetics(*, up, back, clear, brain_in, brain_out, site_fraction, site_to_canal, site_to_blood,
                  lymph, liver, kidneys, renal, voids_h, liver_out=0.002, kidneys_out=0.004,
-                 pertechnetate=1.0) -> KineticsModel:
+                 pertechnetate=1.0, intracranial=None) -> KineticsModel:
     """Build the compartment model of an intrathecal bolus (rates in 1/h).
 
     Parameters
@@ -118,14 +133,31 @@ def csf_kinetics(*, up, back, clear, brain_in, brain_out, site_fraction, site_to
         Slow release from liver (to blood) and kidneys (to bladder).
     pertechnetate : float
         Scale of the free-pertechnetate uptake in thyroid, stomach, salivary glands.
+    intracranial : dict, optional
+        ``{"to_brain": k, "to_blood": k}``: add the ``csf_intracranial``
+        compartment. The cervical canal then feeds it at ``brain_in`` instead
+        of feeding the brain; it returns ``0.3 * back`` to the cervical
+        canal, passes ``to_brain`` to the parenchyma, ``to_blood`` to
+        ``remainder`` and ``lymph`` to lymph nodes; the brain's back-flow goes
+        to it. Without it (default) the model is the one without
+        intracranial CSF, rate for rate.
     """
     r: dict = {}
+    ic = "csf_intracranial"
     chain = ("canal_lumbar", "canal_thoracic", "canal_cervical")
     for a, b in zip(chain[:-1], chain[1:]):
         r[(a, b)] = up
         r[(b, a)] = back
-    r[("canal_cervical", "brain")] = brain_in
-    r[("brain", "canal_cervical")] = 0.3 * back
+    if intracranial is None:
+        r[("canal_cervical", "brain")] = brain_in
+        r[("brain", "canal_cervical")] = 0.3 * back
+    else:
+        r[("canal_cervical", ic)] = brain_in
+        r[(ic, "canal_cervical")] = 0.3 * back
+        r[(ic, "brain")] = float(intracranial["to_brain"])
+        r[("brain", ic)] = 0.3 * back
+        r[(ic, "remainder")] = float(intracranial["to_blood"])
+        r[(ic, "lymph_nodes")] = lymph
     r[("canal_lumbar", "canal_sacral")] = 0.4 * up
     r[("canal_sacral", "canal_lumbar")] = 0.5 * up
     for c in ("canal_sacral", "canal_lumbar", "canal_thoracic", "canal_cervical", "brain"):
@@ -150,7 +182,8 @@ def csf_kinetics(*, up, back, clear, brain_in, brain_out, site_fraction, site_to
     r[("remainder", "skull")] = 0.001
     r[("remainder", "vertebrae")] = 0.002
     return KineticsModel(r, {"injection_site": site_fraction, "canal_lumbar": 1.0 - site_fraction},
-                         tuple(voids_h), 0.9)
+                         tuple(voids_h), 0.9,
+                         COMPARTMENTS if intracranial is None else COMPARTMENTS_INTRACRANIAL_CSF)
 
 
 def _pair(c, s):
@@ -175,6 +208,8 @@ _RAT = dict(
     vertebral_body_mm=(3.0, 2.5),
     vertebrae=dict(cervical=7, thoracic=13, lumbar=6, sacral=4, disc_mm=1.0),
     injection=dict(z=45.0, radius_mm=1.5),
+    intracranial_csf=dict(ventricle_offset=(0.22, 0.05, 0.10), ventricle_semi=(0.12, 0.30, 0.14),
+                          cisterna_semi=(1.6, 1.2, 1.4), cisterna_dorsal=1.0),
     organs={
         "liver": [((-4, -4, 135), (15, 11, 14))],
         "kidneys": _pair((9, 8, 110), (4.0, 3.5, 7.0)),
@@ -204,6 +239,8 @@ _NHP = dict(
     vertebral_body_mm=(8.0, 6.0),
     vertebrae=dict(cervical=7, thoracic=12, lumbar=7, sacral=None, disc_mm=2.5),
     injection=dict(z=85.0, radius_mm=4.0),
+    intracranial_csf=dict(ventricle_offset=(0.22, 0.05, 0.10), ventricle_semi=(0.12, 0.30, 0.15),
+                          cisterna_semi=(1.6, 1.2, 1.4), cisterna_dorsal=1.0),
     organs={
         "liver": [((-20, -8, 200), (33, 28, 25))],
         "kidneys": _pair((24, 22, 160), (10, 8, 20)),
@@ -234,6 +271,8 @@ _HUMAN = dict(
     vertebral_body_mm=(22.0, 15.0),
     vertebrae=dict(cervical=7, thoracic=12, lumbar=5, sacral=None, disc_mm=7.0),
     injection=dict(z=230.0, radius_mm=7.0),
+    intracranial_csf=dict(ventricle_offset=(0.22, 0.05, 0.10), ventricle_semi=(0.12, 0.32, 0.16),
+                          cisterna_semi=(1.6, 1.2, 1.4), cisterna_dorsal=1.0),
     organs={
         "liver": [((-70, -15, 420), (90, 70, 58))],
         "kidneys": _pair((75, 40, 320), (30, 25, 50)),
@@ -247,6 +286,15 @@ _HUMAN = dict(
     lungs=_pair((85, 0, 565), (60, 80, 95)),
 )
 
+# kinetic rates (1/h) of csf_kinetics, per preset
+_RATES_RAT = dict(up=2.5, back=0.5, clear=0.5, brain_in=0.6, brain_out=0.6, site_fraction=0.12, site_to_canal=1.5,
+                  site_to_blood=0.5, lymph=0.05, liver=0.12, kidneys=0.08, renal=0.25, voids_h=(5.0, 12.0))
+_RATES_NHP = dict(up=0.9, back=0.3, clear=0.25, brain_in=0.3, brain_out=0.2, site_fraction=0.15, site_to_canal=0.8,
+                  site_to_blood=0.2, lymph=0.02, liver=0.07, kidneys=0.05, renal=0.15, voids_h=(5.0, 12.0))
+_RATES_HUMAN = dict(up=0.35, back=0.15, clear=0.06, brain_in=0.25, brain_out=0.04, site_fraction=0.15,
+                    site_to_canal=0.5, site_to_blood=0.1, lymph=0.01, liver=0.05, kidneys=0.04, renal=0.12,
+                    voids_h=(5.0, 12.0))
+
 #: The three presets (``rat``, ``nhp``, ``human``).
 PRESETS: dict[str, Preset] = {
     "rat": Preset(
@@ -254,26 +302,23 @@ PRESETS: dict[str, Preset] = {
         fov_mm=(96.6, 79.8, 277.2), spect_shape=(46, 38, 132), fov_centre_mm=(0.0, 10.0, -150.0),
         times_h=(0.5, 1.0, 2.0, 4.0, 6.0, 24.0), frame_duration_s=(900, 900, 1800, 1800, 1800, 1800),
         injected_mbq=20.0, sensitivity_cps_per_mbq=100.0, jitter_mm=1.5, anatomy=_RAT,
-        kinetics=csf_kinetics(up=2.5, back=0.5, clear=0.5, brain_in=0.6, brain_out=0.6, site_fraction=0.12,
-                              site_to_canal=1.5, site_to_blood=0.5, lymph=0.05, liver=0.12, kidneys=0.08,
-                              renal=0.25, voids_h=(5.0, 12.0)),
+        kinetics=csf_kinetics(**_RATES_RAT),
+        kinetics_intracranial_csf=csf_kinetics(**_RATES_RAT, intracranial=dict(to_brain=2.0, to_blood=0.8)),
     ),
     "nhp": Preset(
         name="nhp", species="cynomolgus monkey", species_description="Macaca fascicularis", weight_kg=4.0,
         fov_mm=(159.6, 134.4, 495.6), spect_shape=(38, 32, 118), fov_centre_mm=(0.0, 15.0, -350.0),
         times_h=(0.5, 1.0, 2.0, 4.0, 6.0, 24.0), frame_duration_s=(900, 900, 1800, 1800, 1800, 1800),
         injected_mbq=74.0, sensitivity_cps_per_mbq=30.0, jitter_mm=3.0, anatomy=_NHP,
-        kinetics=csf_kinetics(up=0.9, back=0.3, clear=0.25, brain_in=0.3, brain_out=0.2, site_fraction=0.15,
-                              site_to_canal=0.8, site_to_blood=0.2, lymph=0.02, liver=0.07, kidneys=0.05,
-                              renal=0.15, voids_h=(5.0, 12.0)),
+        kinetics=csf_kinetics(**_RATES_NHP),
+        kinetics_intracranial_csf=csf_kinetics(**_RATES_NHP, intracranial=dict(to_brain=1.0, to_blood=0.4)),
     ),
     "human": Preset(
         name="human", species="human", species_description="", weight_kg=70.0,
         fov_mm=(384.0, 264.0, 984.0), spect_shape=(64, 44, 164), fov_centre_mm=(0.0, 30.0, -600.0),
         times_h=(0.5, 1.0, 2.0, 4.0, 6.0, 24.0), frame_duration_s=(900, 900, 1800, 1800, 1800, 1800),
         injected_mbq=100.0, sensitivity_cps_per_mbq=25.0, jitter_mm=8.0, anatomy=_HUMAN,
-        kinetics=csf_kinetics(up=0.35, back=0.15, clear=0.06, brain_in=0.25, brain_out=0.04, site_fraction=0.15,
-                              site_to_canal=0.5, site_to_blood=0.1, lymph=0.01, liver=0.05, kidneys=0.04,
-                              renal=0.12, voids_h=(5.0, 12.0)),
+        kinetics=csf_kinetics(**_RATES_HUMAN),
+        kinetics_intracranial_csf=csf_kinetics(**_RATES_HUMAN, intracranial=dict(to_brain=0.8, to_blood=0.1)),
     ),
 }
