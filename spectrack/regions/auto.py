@@ -20,6 +20,12 @@ no CT). The steps, all in millimetres from the image geometry (LPS, head =
    not be counted (``labels.warnings``: study.json, the report and the CLI);
 3. **brain**: the space enclosed by bone, the foramen magnum plugged by the
    canal; **skull**: bone around it; **vertebrae**: other bone near the canal;
+   **csf_intracranial**: CSF-density space inside it at the foramen magnum
+   (cisterna magna, basal cisterns) or deep in the brain (ventricles)
+   (:func:`~spectrack.regions.auto_organs.intracranial_csf`), taken out of
+   ``brain`` (which is then parenchyma); when the CT shows none, ``brain``
+   keeps the intracranial CSF and the metadata says so
+   (``auto_regions["csf_intracranial"]`` and a note);
 4. **organs** by CT density window and a position prior relative to the canal
    (:data:`~spectrack.regions.auto_organs.PRIORS`): liver, kidneys (one per
    side), bladder (fluid in the pelvis), stomach, thyroid, salivary glands;
@@ -54,7 +60,8 @@ from scipy import ndimage as ndi
 from ..errors import InputError
 from ..geometry import Image
 from .auto_canal import View, close_mm, dilate_mm, fill_holes, find_canal, split_levels
-from .auto_organs import HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull, find_injection_site, pick_components
+from .auto_organs import (CSF_INTRACRANIAL_HU, HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull,
+                          find_injection_site, intracranial_csf, pick_components)
 from .labels import LabelMap
 from .vocabulary import CANAL_LEVELS, INDEX
 
@@ -65,7 +72,7 @@ PRESETS = tuple(PRIORS)
 
 # a later entry wins where two overlap
 _PAINT_ORDER = ("remainder", "salivary_glands", "thyroid", "stomach", "liver", "kidneys", "bladder", "vertebrae",
-                "skull", "injection_site") + CANAL_LEVELS + ("brain",)
+                "skull", "injection_site") + CANAL_LEVELS + ("brain", "csf_intracranial")
 
 
 def _in(a, name, windows):
@@ -152,7 +159,8 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
         T/L1, C7/T1) where the vertebrae can be counted on the CT, else the
         preset's fractions of canal length with a warning.
     hu_windows : dict, optional
-        Replace entries of :data:`HU_WINDOWS`.
+        Replace entries of :data:`HU_WINDOWS` (and ``"csf_intracranial"``,
+        default :data:`~spectrack.regions.auto_organs.CSF_INTRACRANIAL_HU`).
     working_spacing_mm : float, optional
         A CT finer than this is first block-averaged to voxels of about this
         size (:func:`spectrack.align.shrink.shrink_to_spacing`; integer
@@ -276,6 +284,18 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
         notes.append(note)
     masks["brain"], masks["skull"] = brain, skull
     found["brain_ml"] = float(brain.sum() * np.prod(sp) / 1000.0)
+    if brain.any():  # intracranial CSF apart from brain tissue where the CT shows it
+        csf_ic, ic_info = intracranial_csf(hu, brain, canal_v, sp,
+                                           window_hu=win.get("csf_intracranial", CSF_INTRACRANIAL_HU),
+                                           noise_hu=_noise_hu(hu, body),
+                                           foramen_reach_mm=max(2.01 * px, pri["canal_radius_mm"] * scale))
+        if ic_info["separated"]:
+            masks["csf_intracranial"] = csf_ic
+            masks["brain"] = brain & ~csf_ic
+            ic_info["brain_parenchyma_ml"] = float(masks["brain"].sum() * np.prod(sp) / 1000.0)
+        else:
+            notes.append("brain includes intracranial CSF: none separable on CT")
+        meta["csf_intracranial"] = ic_info
     if cl is not None:
         masks["vertebrae"] = bone & ~skull & dilate_mm(canal_v, pri["vertebra_reach_mm"] * scale, sp)
 
