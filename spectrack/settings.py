@@ -116,7 +116,7 @@ class Settings:
     segmentation_sd_mm: float | None = _opt(None, "SD (mm) of a region boundary's position, for the intervals.",
                                             shown="label voxel / sqrt(12)")
     uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
-    kinetics_draws: int = _opt(100, "Draws of each curve refitted for the intervals on TIA, MRT, TIAC and "
+    kinetics_draws: int = _opt(50, "Draws of each curve refitted for the intervals on TIA, MRT, TIAC and "
                                "half-lives (at most --uncertainty-draws; 0 = none).")
     seed: int = _opt(0, "Random seed of the Monte Carlo intervals.")
     report: bool = _opt(True, "Write the HTML report (batch: each study's and the cohort report).")
