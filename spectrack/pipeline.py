@@ -269,6 +269,25 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
     return outputs, listing
 
 
+def _check_run_arguments(*, out_dir, labels, study, progress, cancel) -> None:
+    """The types of :func:`run_study`'s keyword arguments, refused in one line before any work."""
+    from .regions.labels import LabelMap
+
+    if out_dir is not None and not isinstance(out_dir, (str, Path)) and not hasattr(out_dir, "__fspath__"):
+        raise InputError(f"run_study(): out_dir must be a path (str or pathlib.Path) or None, not "
+                         f"{type(out_dir).__name__}")
+    if labels is not None and not (isinstance(labels, (str, Path, LabelMap)) or hasattr(labels, "__fspath__")
+                                   or (isinstance(labels, list) and all(isinstance(x, LabelMap) for x in labels))):
+        raise InputError(f"run_study(): labels must be a LabelMap, a list of one LabelMap per time point or a "
+                         f"path to a label map, not {type(labels).__name__}")
+    if study is not None and not isinstance(study, Study):
+        raise InputError(f"run_study(): study must be a Study (from spectrack.load_study) or None, not "
+                         f"{type(study).__name__}")
+    for name, fn in (("progress", progress), ("cancel", cancel)):
+        if fn is not None and not callable(fn):
+            raise InputError(f"run_study(): {name} must be a function or None, not {type(fn).__name__}")
+
+
 def run_study(
     path,
     settings: Settings | dict | None = None,
@@ -348,9 +367,8 @@ def run_study(
         checked = dataclasses.replace(settings_from_mapping(given, where="settings"), extra=dict(settings.extra))
         settings = with_given(checked, settings.given)
     else:
-        from .errors import InputError
-
         raise InputError(f"settings must be a Settings or a dict, not {type(settings).__name__}")
+    _check_run_arguments(out_dir=out_dir, labels=labels, study=study, progress=progress, cancel=cancel)
     # the study's own study file (spectrack.toml beside the images) fills what was not given on purpose
     settings, study_file = apply_study_file(settings, study.path if study is not None else path)
     if settings.labels is not None:  # absolute, so study.json and 'spectrack report' find it from anywhere
@@ -382,6 +400,9 @@ def run_study(
     step("load", 0.0)
     if study is None:
         study = load_study(path, times_h=settings.times_h, subject=settings.subject)
+    if settings.reference >= len(study.timepoints):
+        raise InputError(f"--reference {settings.reference} is out of range: the study has "
+                         f"{len(study.timepoints)} time point(s), 0..{len(study.timepoints) - 1}")
     label_inputs = []
     step("regions", 0.2)
     lab = labels if labels is not None else settings.labels
@@ -391,7 +412,7 @@ def run_study(
         lab = str((base.parent if base.is_file() else base) / study_settings["labels"])
     reference = settings.reference
     drawn_on = None  # the time point the region file says it was drawn on
-    if isinstance(lab, (str, Path)):
+    if isinstance(lab, (str, Path)) or hasattr(lab, "__fspath__"):
         from .regions.labels import names_sidecar
         from .regions.placement import read_study_regions
 
@@ -410,10 +431,9 @@ def run_study(
     if isinstance(lab, LabelMap) and drawn_on is None:
         from .regions.placement import locate_regions
 
-        drawn_on = locate_regions(lab, study, reference_index=min(max(settings.reference, 0),
-                                                                  len(study.timepoints) - 1))
+        drawn_on = locate_regions(lab, study, reference_index=settings.reference)
         lab = lab._derived(lab.image, lab.overlaps)  # warnings below must not change the caller's object
-    if drawn_on is not None and drawn_on != min(max(settings.reference, 0), len(study.timepoints) - 1):
+    if drawn_on is not None and drawn_on != settings.reference:
         lab.warnings.append(f"regions {Path(lab.source).name or 'given'} were drawn on time point {drawn_on}'s images "
                             f"(FrameOfReferenceUID {lab.meta.get('frame_of_reference_uid')}), not on the reference "
                             f"time point {settings.reference}: time point {drawn_on} is used as the reference")
@@ -422,9 +442,6 @@ def run_study(
     # releases the GIL) and overlaps with segmenting them; its errors surface at the align stage
     pending_registration = None
     if settings.register and len(study.timepoints) > 1:
-        if not 0 <= reference < len(study.timepoints):
-            raise InputError(f"--reference {reference} is out of range "
-                             f"(0..{len(study.timepoints) - 1})")
         from concurrent.futures import ThreadPoolExecutor
 
         from .align.register import register_timepoints
@@ -498,7 +515,7 @@ def run_study(
     if n_tp >= 3:
         from .kinetics import analyse_kinetics
 
-        lab0 = details.labels_per_timepoint[min(max(reference, 0), n_tp - 1)]
+        lab0 = details.labels_per_timepoint[reference]
         inj, inj_txt = injected_regions(lab0, settings.injected_region)
         kin_notes.append("integrals start at 0 at injection for every region"
                          + (f" but {', '.join(inj)} (and groups holding them), which start at the content "

@@ -459,6 +459,9 @@ def run_batch(
                     o = StudyOutcome(study=spec["study"], path=spec["path"], status="failed",
                                      reason=" ".join(f"{type(e).__name__}: {e}".split()),
                                      error_type=type(e).__name__, exit_code=1)
+                    final = out.resolve() / "studies" / spec["study"]
+                    if (final / "regions.csv").is_file():  # as run_one does: the last good result stays, stale
+                        o.out_dir, o.stale = str(final), True
                 results[o.study] = o
                 if progress is not None:
                     progress(o, len(results), len(specs))

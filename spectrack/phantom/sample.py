@@ -11,6 +11,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["SAMPLE_ARGS", "sample_study", "write_sample", "REPO_SAMPLE"]
 
 #: Arguments of :func:`spectrack.phantom.make_study` for the sample study.
@@ -61,7 +63,12 @@ def sample_study(path=None) -> dict:
         path = REPO_SAMPLE
         if not (path / "truth.json").exists():
             path = Path(tempfile.gettempdir()) / f"spectrack-sample-{__version__}" / "nhp_study"
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise InputError(f"sample_study(): path must be a folder path (str or pathlib.Path) or None, not "
+                         f"{type(path).__name__}")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"sample_study(): {path} is a file, not a folder: give a folder for the sample study")
     if not (path / "truth.json").exists() or not (path / "spectrack.toml").exists():
         write_sample(path)
     truth = json.loads((path / "truth.json").read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import InputError, LabelError
 from ..load.model import Study
 from ..physics import decay_factor
 from ..regions.labels import LabelMap
@@ -118,22 +118,31 @@ def quantify(
     from ..settings import settings_from_mapping
 
     if not isinstance(study, Study):
-        from ..errors import InputError
-
         raise InputError(f"quantify() needs a Study (from spectrack.load_study), not {type(study).__name__}")
-    settings_from_mapping({  # the checks of the command line, with the same messages
+    for name, value in (("calibration", calibration), ("radionuclide", radionuclide),
+                        ("label_resampling", label_resampling)):
+        if isinstance(value, str) and not value.strip():
+            raise InputError(f"quantify(): {name} is empty: give a value or leave it out (None)")
+    checked = settings_from_mapping({  # the checks of the command line, with the same messages
         "calibration": calibration, "sensitivity_cps_per_mbq": sensitivity_cps_per_mbq, "fov_timepoint": fov_timepoint,
         "injected_mbq": injected_mbq, "residual_mbq": residual_mbq, "half_life_h": half_life_h,
         "radionuclide": radionuclide, "duration_s": duration_s, "label_resampling": label_resampling,
     }, where="quantify()")
+    # the validated values (a number given as text, '150', is used as the number the check read)
+    calibration, label_resampling = checked.calibration, checked.label_resampling
+    sensitivity_cps_per_mbq, fov_timepoint = checked.sensitivity_cps_per_mbq, checked.fov_timepoint
+    injected_mbq, residual_mbq = checked.injected_mbq, checked.residual_mbq
+    half_life_h, radionuclide, duration_s = checked.half_life_h, checked.radionuclide, checked.duration_s
     for name, value in (("injection_time", injection_time), ("injected_measured_at", injected_measured_at),
                         ("residual_time", residual_time)):
         if value is not None and not isinstance(value, dt.datetime):
-            from ..errors import InputError
-
             raise InputError(f"quantify(): {name} must be a datetime.datetime, not {type(value).__name__}")
-    if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__"):
-        labels = read_label_map(labels)
+        if value is not None and value.tzinfo is not None:
+            raise InputError(f"quantify(): {name} is time-zone-aware ({value.isoformat()}): give the naive local "
+                             "time of the scanner's clock, as the images' headers state their times "
+                             "(e.g. value.astimezone(scanner_zone).replace(tzinfo=None))")
+    labels = _checked_labels(labels, len(study.timepoints), read_label_map)
+    transforms = _checked_transforms(transforms, len(study.timepoints))
     params = resolve_parameters(
         study, injected_mbq=injected_mbq, injection_time=injection_time,
         injected_measured_at=injected_measured_at, residual_mbq=residual_mbq, residual_time=residual_time,
@@ -260,6 +269,43 @@ def quantify(
     if return_details:
         return df, QuantResult(params, cals, per_tp_labels, warnings)
     return df
+
+
+def _checked_labels(labels, n_timepoints: int, read_label_map):
+    """A LabelMap, or a list of one per time point; paths are read. Anything else is an InputError."""
+    def one(lm, what):
+        if isinstance(lm, (str, bytes)) or hasattr(lm, "__fspath__"):
+            return read_label_map(lm)
+        if not isinstance(lm, LabelMap):
+            raise InputError(f"quantify(): {what} must be a label map (a LabelMap from read_label_map, or a path "
+                             f"to one), not {type(lm).__name__}")
+        return lm
+
+    if isinstance(labels, (list, tuple)):
+        if len(labels) != n_timepoints:
+            raise InputError(f"quantify(): {len(labels)} label maps given for {n_timepoints} time points: give one "
+                             "label map, or one per time point")
+        return [one(lm, f"labels[{i}]") for i, lm in enumerate(labels)]
+    return one(labels, "labels")
+
+
+def _checked_transforms(transforms, n_timepoints: int):
+    """None, or a list of one SimpleITK Transform (or None) per time point."""
+    if transforms is None:
+        return None
+    import SimpleITK as sitk
+
+    if not isinstance(transforms, (list, tuple)):
+        raise InputError(f"quantify(): transforms must be a list of one SimpleITK Transform (or None) per time "
+                         f"point, not {type(transforms).__name__}")
+    if len(transforms) != n_timepoints:
+        raise InputError(f"quantify(): {len(transforms)} transforms given for {n_timepoints} time points: give "
+                         "one per time point (None for identity)")
+    for i, t in enumerate(transforms):
+        if t is not None and not isinstance(t, sitk.Transform):
+            raise InputError(f"quantify(): transforms[{i}] must be a SimpleITK Transform or None, not "
+                             f"{type(t).__name__}")
+    return list(transforms)
 
 
 #: Decay correction over more half-lives than this (2**1000 ~ 1e301) is not finite in float64: refused.

@@ -438,6 +438,31 @@ def read_label_image(path, what: str = "label map") -> Image:
         raise InputError(f"{what} {path}: {e}") from None
 
 
+def _checked_names_argument(names):
+    """``names`` of :func:`read_label_map`: None, a path, or a mapping of integer label values to names."""
+    from collections.abc import Mapping
+
+    if names is None or isinstance(names, (str, Path)) or hasattr(names, "__fspath__"):
+        return Path(names) if hasattr(names, "__fspath__") and not isinstance(names, Path) else names
+    if not isinstance(names, Mapping):
+        raise InputError(f"read_label_map(): names must be a mapping of label value to name ({{1: 'brain'}}) or a "
+                         f"path to a names file, not {type(names).__name__}")
+    out = {}
+    for key, name in names.items():
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer, str)):
+            raise InputError(f"read_label_map(): names key {key!r} is not a label value: use integers, "
+                             "e.g. {1: 'brain'}")
+        try:
+            value = int(key)
+        except ValueError:
+            raise InputError(f"read_label_map(): names key {key!r} is not a label value: use integers, "
+                             "e.g. {1: 'brain'}") from None
+        if not isinstance(name, str):
+            raise InputError(f"read_label_map(): the name of label {value} must be text, not {type(name).__name__}")
+        out[value] = name
+    return out
+
+
 def read_label_map(path, names=None) -> LabelMap:
     """Read a label image (NIfTI, NRRD, MetaImage, 3D Slicer ``.seg.nrrd``) and its names.
 
@@ -461,6 +486,10 @@ def read_label_map(path, names=None) -> LabelMap:
         and a warning says so (it reaches ``study.json``, the report and the
         command line).
     """
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise InputError(f"read_label_map(): path must be a path to a label map (str or pathlib.Path), not "
+                         f"{type(path).__name__}")
+    names = _checked_names_argument(names)
     path = Path(path)
     if not path.exists():
         raise InputError(f"label map {path} does not exist: check the --labels path")
