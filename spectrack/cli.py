@@ -433,6 +433,13 @@ def phantom(
     acquisition: str = typer.Option("exact", help="exact (ideal image, optional Gaussian blur and noise) | "
                                                   "realistic (projection with attenuation and collimator blur, "
                                                   "noise on the projections, OSEM)."),
+    vertebrae: str = typer.Option("continuous", help="continuous (a bone shell around the canal) | discrete "
+                                                     "(separate vertebral bodies with discs, their true positions "
+                                                     "in truth.json; automatic regions then cut the canal levels "
+                                                     "at the vertebrae)."),
+    intracranial_csf: bool = typer.Option(False, "--intracranial-csf/--no-intracranial-csf",
+                                          help="Draw lateral ventricles and a cisterna magna as their own "
+                                               "compartment, csf_intracranial (off: brain holds them)."),
     force: bool = typer.Option(False, "--force", help="Replace files in the output folder that spectrack did not write "
                                                        "(refused by default)."),
 ):
@@ -447,6 +454,8 @@ def phantom(
         raise typer.BadParameter(f"must be counts or bqml, got {units!r}", param_hint="'--units'")
     if acquisition not in ("exact", "realistic"):
         raise typer.BadParameter(f"must be exact or realistic, got {acquisition!r}", param_hint="'--acquisition'")
+    if vertebrae not in ("continuous", "discrete"):
+        raise typer.BadParameter(f"must be continuous or discrete, got {vertebrae!r}", param_hint="'--vertebrae'")
     from .settings import _RANGES
 
     lo, hi, unit = _RANGES["seed"]
@@ -464,7 +473,7 @@ def phantom(
 
     with output_folder(out, PHANTOM_OUTPUTS, force=force, command="spectrack phantom") as tmp:
         make_study(tmp, preset=preset, seed=seed, units=units, psf_fwhm_mm=psf_fwhm_mm, noise=noise,
-                   study_file=True, acquisition=acquisition)
+                   study_file=True, acquisition=acquisition, vertebrae=vertebrae, intracranial_csf=intracranial_csf)
     _say(f"wrote phantom study to {out} (settings in {out / 'spectrack.toml'}, truth in {out / 'truth.json'}); "
          f"quantify it with: spectrack quantify {out}")
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 S_CPS = 80.0  # cps/MBq: the sensitivity tests/conftest.py makes count images with
@@ -398,3 +399,38 @@ def test_a_species_that_does_not_exist_in_a_study_file(tmp_path, capsys, nifti_s
     assert rc == 3
     (line,) = [ln for ln in err.splitlines() if "error" in ln]
     assert "spectrack.toml" in line and f"{key} must be one of rat, nhp, human, got 'mouse'" in line, line
+
+
+def test_phantom_command_vertebrae_and_intracranial_csf(tmp_path, capsys):
+    """spectrack phantom --vertebrae discrete --intracranial-csf writes what make_study(vertebrae=...,
+    intracranial_csf=...) does: the truth records both, the label map names csf_intracranial, and the study
+    quantifies to the truth's %ID for it and for brain; automatic regions cut the canal at the vertebrae."""
+    out = tmp_path / "ph"
+    assert main(["phantom", str(out), "--preset", "rat", "--vertebrae", "discrete", "--intracranial-csf"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["geometry"]["vertebrae"]["mode"] == "discrete" and "intracranial_csf" in truth["geometry"]
+    assert "csf_intracranial" in (out / "labels.tsv").read_text().split()
+    assert main(["quantify", str(out), "-o", str(tmp_path / "q"), "--no-report", "--uncertainty-draws", "0",
+                 "--kinetics-draws", "0", "-q"]) == 0
+    table = pd.read_csv(tmp_path / "q" / "regions.csv")
+    for tp in truth["timepoints"]:
+        for region in ("brain", "csf_intracranial"):
+            got = table.query("timepoint == @tp['index'] and region == @region").pct_id.item()
+            assert got == pytest.approx(tp["regions"][region]["pct_id"], rel=1e-4, abs=1e-6), (tp["index"], region)
+    assert main(["quantify", str(out), "-o", str(tmp_path / "auto"), "--auto-regions", "rat", "--no-report",
+                 "--uncertainty-draws", "0", "--kinetics-draws", "0", "-q"]) == 0
+    warnings = json.loads((tmp_path / "auto" / "study.json").read_text())["warnings"]
+    assert not [w for w in warnings if "vertebra" in w and "fraction" in w], warnings
+    assert main(["phantom", str(tmp_path / "bad"), "--vertebrae", "lumpy"]) == 2
+    assert "--vertebrae" in capsys.readouterr().err
+
+
+def test_phantom_command_defaults_are_unchanged(tmp_path):
+    """Without the new options the phantom is the default one: same truth as make_study's defaults."""
+    from spectrack.phantom import make_study
+
+    assert main(["phantom", str(tmp_path / "cli"), "--preset", "rat", "--seed", "4"]) == 0
+    ref = make_study(tmp_path / "api", preset="rat", seed=4, study_file=True)
+    cli = json.loads((tmp_path / "cli" / "truth.json").read_text())
+    assert "vertebrae" not in cli["geometry"] and "intracranial_csf" not in cli["geometry"]
+    assert [t["regions"] for t in cli["timepoints"]] == [t["regions"] for t in ref["timepoints"]]
