@@ -310,7 +310,18 @@ def test_profile_section(rat, tmp_path):
     data = report_data(res)
     data.profile, data.front = _split_profile(prof)               # the front is computed when absent
     assert len(data.front) == len(TIMES_H)
-    png = figure_png(profile_figure(data.profile, front=data.front))
+    fig = profile_figure(data.profile)
+    # the marks are the leading edge of the spread measures (not the half-maximum front), and the panels
+    # beside show it and the rostral fractions against time
+    from spectrack.regions.neuraxis import spread_measures
+
+    edge = spread_measures(data.profile)["leading_edge_mm"].to_numpy(float)
+    ax, ax_edge, ax_frac = fig.axes[:3]
+    dashed = sorted(ln.get_xdata()[0] for ln in ax.lines if ln.get_linestyle() == "--")
+    assert dashed == pytest.approx(sorted(edge[np.isfinite(edge)]))
+    assert ax_edge.lines[0].get_ydata() == pytest.approx(edge, nan_ok=True)
+    assert "10 %" in ax_edge.get_title() and "fraction" in ax_frac.get_title()
+    png = figure_png(fig)
     _png_ok(png)
     html = render_html(data, {"profile.png": png}, {})
     section = _section(html, "profile", "timepoints")

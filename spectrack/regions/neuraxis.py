@@ -611,6 +611,7 @@ def spread_measures(profile, *, edge_fraction: float = EDGE_FRACTION, window_mm:
     rate = float(np.polyfit(tt[ok], e[ok], 1)[0]) if ok.sum() >= 2 and np.ptp(tt[ok]) > 0 else float("nan")
     df.attrs.update({
         "arrival_time_h": arrival, "arrival_before_first_scan": before, "spread_rate_mm_per_h": rate,
+        "spread_rate_timepoints": [int(v) for v in df["timepoint"].to_numpy()[: upto + 1][ok]],
         "edge_fraction": edge_fraction, "window_mm": window_mm, "arrival_fraction": arrival_fraction,
         "definitions": {
             "rostral_of_lumbar": "share of the canal's activity above the lumbar level (thoracic + cervical)",
@@ -628,8 +629,13 @@ def spread_measures(profile, *, edge_fraction: float = EDGE_FRACTION, window_mm:
 
 
 # ------------------------------------------------------------------ output
-def plot_profile(profile, path, *, front=None, value: str = "pct_id_per_cm"):
-    """Save a figure of the profile: heat map (distance x time) and overlaid profiles with fronts.
+#: Axis labels of the profile columns a figure may draw.
+_VALUE_LABELS = {"pct_id_per_cm": "%ID per cm, decay-corrected", "pct_id_per_ml": "%ID per mL, decay-corrected",
+                 "pct_id_per_cm_uncorrected": "%ID per cm, not decay-corrected", "pct_id": "%ID per slab"}
+
+
+def plot_profile(profile, path, *, value: str = "pct_id_per_cm"):
+    """Save a figure of the profile: heat map (distance x time) and overlaid profiles with the leading edge.
 
     Parameters
     ----------
@@ -637,18 +643,21 @@ def plot_profile(profile, path, *, front=None, value: str = "pct_id_per_cm"):
         From :func:`profile_study`.
     path : path-like
         PNG file to write (atomically).
-    front : pandas.DataFrame, optional
-        From :func:`tracer_front` (its defaults when omitted).
     value : str
         Profile column to draw.
+
+    Notes
+    -----
+    The marks are the leading edge of :func:`spread_measures` (10 % of the
+    canal's activity lies rostral of it), not the half-maximum front of
+    :func:`tracer_front`, which jumps when a second peak appears.
     """
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: rendered by Agg, no global backend state
 
     from ..io_utils import atomic_path
 
-    if front is None:
-        front = tracer_front(profile)
+    edge = spread_measures(profile).set_index("timepoint")["leading_edge_mm"]
     tps = sorted(profile["timepoint"].unique())
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax0, ax1 = fig.subplots(1, 2)
@@ -663,22 +672,23 @@ def plot_profile(profile, path, *, front=None, value: str = "pct_id_per_cm"):
     ax0.set_yticks(range(len(tps)), [f"{t:.2f} h" for t in times])
     ax0.set_xlabel("distance from injection level along the canal (mm, rostral +)")
     ax0.set_ylabel("scan")
-    fig.colorbar(im, ax=ax0, label=value.replace("_", " "))
-    fr = front.set_index("timepoint")
+    label = _VALUE_LABELS.get(value, value.replace("_", " "))
+    fig.colorbar(im, ax=ax0, label=label)
     for n, t in enumerate(tps):
-        if t in fr.index and np.isfinite(fr.loc[t, "front_distance_mm"]):
-            ax0.plot([fr.loc[t, "front_distance_mm"]] * 2, [n - 0.45, n + 0.45], color="w", lw=2)
+        if t in edge.index and np.isfinite(edge.loc[t]):
+            ax0.plot([edge.loc[t]] * 2, [n - 0.45, n + 0.45], color="w", lw=2)
     cmap = matplotlib.colormaps["plasma"]
     for n, t in enumerate(tps):
         g = profile[profile["timepoint"] == t].sort_values("distance_mm")
         c = cmap(n / max(1, len(tps) - 1) * 0.85)
         ax1.plot(g["distance_mm"], g[value], color=c, label=f"{times[n]:.2f} h")
-        if t in fr.index and np.isfinite(fr.loc[t, "front_distance_mm"]):
-            ax1.axvline(fr.loc[t, "front_distance_mm"], color=c, ls="--", lw=1)
+        if t in edge.index and np.isfinite(edge.loc[t]):
+            ax1.axvline(edge.loc[t], color=c, ls="--", lw=1)
     ax1.axvline(0.0, color="k", lw=0.8)
     ax1.set_xlabel("distance from injection level (mm, rostral +)")
-    ax1.set_ylabel(value.replace("_", " "))
-    ax1.set_title("neuraxis profile; dashed: tracer front")
+    ax1.set_ylabel(label)
+    ax1.set_title("neuraxis profile; dashed: leading edge (10 % of the canal's activity rostral of it)",
+                  fontsize=9)
     ax1.legend(fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -821,5 +831,5 @@ def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "
             df.to_csv(tmp, index=False, float_format="%.9g")
         written[name] = out / name
     if plot:
-        written["neuraxis_profile.png"] = plot_profile(profile, out / "neuraxis_profile.png", front=front)
+        written["neuraxis_profile.png"] = plot_profile(profile, out / "neuraxis_profile.png")
     return written

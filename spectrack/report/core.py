@@ -276,7 +276,7 @@ def render_report(data: ReportData, *, log_y: bool = False) -> tuple[str, dict[s
                          value_label=data.value_label)
         figures["mip.png"] = figure_png(fig)
     if data.profile is not None and len(data.profile):
-        fig = profile_figure(data.profile, front=data.front)
+        fig = profile_figure(data.profile)
         if fig is not None:
             figures["profile.png"] = figure_png(fig)
     return render_html(data, figures, tac_names), figures

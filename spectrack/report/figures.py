@@ -495,19 +495,24 @@ _Y_LABELS = {"pct_id_per_cm": "%ID per cm of canal, decay-corrected",
              "mbq": "MBq per slab at scan start", "pct_id": "%ID per slab, decay-corrected"}
 
 
-def profile_figure(profile, *, front=None, value: str = "pct_id_per_cm"):
-    """Activity along the neuraxis, one line per time point, and the tracer front over time.
+def profile_figure(profile, *, value: str = "pct_id_per_cm"):
+    """Activity along the neuraxis, one line per time point, and the rostral spread over time.
+
+    The spread is :func:`spectrack.regions.neuraxis.spread_measures` of the
+    profile: the leading edge (the distance beyond which 10 % of the canal's
+    activity lies) drawn dashed on the profiles and against time with the
+    spread rate, and the fractions of the canal's activity rostral of the
+    lumbar and thoracic levels against time, with the arrival time at the
+    skull base. These integrate the whole profile, so they do not jump when a
+    second peak appears as a half-maximum front does.
 
     Parameters
     ----------
     profile : pandas.DataFrame
         :func:`spectrack.regions.neuraxis.profile_study`: ``time_h``,
         ``distance_mm`` (from the injection level, positive rostral), ``value``
-        and optionally ``level``.
-    front : pandas.DataFrame, optional
-        :func:`spectrack.regions.neuraxis.tracer_front`: ``time_h``,
-        ``front_distance_mm``, ``reached_end``; drawn as dashed lines and as a
-        second panel.
+        and optionally ``level``; the spread panels need ``timepoint``,
+        ``position_mm`` and ``mbq`` as well.
     value : str
         Column to draw.
 
@@ -522,12 +527,16 @@ def profile_figure(profile, *, front=None, value: str = "pct_id_per_cm"):
     if profile is None or profile.empty or not {"time_h", "distance_mm", value} <= set(profile.columns):
         return None
     times = sorted(profile["time_h"].astype(float).unique())
-    has_front = (front is not None and len(front) and {"time_h", "front_distance_mm"} <= set(front.columns))
-    fig = Figure(figsize=(12.5 if has_front else 9.0, 4.4), layout="constrained")
-    if has_front:
-        ax, ax2 = fig.subplots(1, 2, width_ratios=[2.4, 1.0])
+    spread = None
+    if {"timepoint", "position_mm", "distance_mm", "mbq", "pct_id", "level"} <= set(profile.columns):
+        from ..regions.neuraxis import spread_measures
+
+        spread = spread_measures(profile).sort_values("time_h")
+    fig = Figure(figsize=(14.0 if spread is not None else 9.0, 4.4), layout="constrained")
+    if spread is not None:
+        ax, ax2, ax3 = fig.subplots(1, 3, width_ratios=[2.4, 1.0, 1.0])
     else:
-        ax, ax2 = fig.subplots(1, 1), None
+        ax, ax2, ax3 = fig.subplots(1, 1), None, None
     cmap = matplotlib.colormaps["viridis"]
     colour = {t: cmap(0.9 * i / max(1, len(times) - 1)) for i, t in enumerate(times)}
     if "level" in profile.columns:  # canal levels as bands, from the first time point
@@ -542,10 +551,8 @@ def profile_figure(profile, *, front=None, value: str = "pct_id_per_cm"):
         d = profile[profile["time_h"].astype(float) == t].sort_values("distance_mm")
         ax.plot(d["distance_mm"].to_numpy(float), d[value].to_numpy(float), "-", color=colour[t], lw=1.5,
                 label=f"{t:.2f} h")
-    fr = None
-    if has_front:
-        fr = front.sort_values("time_h")
-        for t, x in zip(fr["time_h"].astype(float), fr["front_distance_mm"].astype(float)):
+    if spread is not None:
+        for t, x in zip(spread["time_h"].astype(float), spread["leading_edge_mm"].astype(float)):
             if math.isfinite(x) and t in colour:
                 ax.axvline(x, color=colour[t], ls="--", lw=0.9)
     ax.axvline(0.0, color="tab:red", lw=1.0, ls=":")
@@ -555,27 +562,45 @@ def profile_figure(profile, *, front=None, value: str = "pct_id_per_cm"):
     ax.set_ylabel(_Y_LABELS.get(value, value), fontsize=9)
     ax.set_ylim(bottom=0.0)
     ax.tick_params(labelsize=8)
-    ax.legend(title="time after injection" + ("  (dashed: the front)" if has_front else ""), fontsize=8,
-              title_fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+    ax.legend(title="time after injection" + ("  (dashed: the leading edge)" if spread is not None else ""),
+              fontsize=8, title_fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.13),
               ncol=min(len(times), 8))
-    if ax2 is not None:
-        x = fr["time_h"].to_numpy(float)
-        y = fr["front_distance_mm"].to_numpy(float)
-        end = fr["reached_end"].astype(str).str.lower().isin(["true", "1"]).to_numpy() \
-            if "reached_end" in fr.columns else np.zeros(len(fr), bool)
-        ax2.plot(x, y, "-", color="0.4", lw=1.0)
-        ax2.plot(x[~end], y[~end], "o", color="black", ms=5, label="front")
-        if end.any():
-            ax2.plot(x[end], y[end], "^", mfc="white", mec="black", ms=6, label="reached the cranial end")
-        thr = ""
-        if "fraction" in fr.columns and "reference" in fr.columns and len(fr):
-            thr = f" (profile < {float(fr['fraction'].iloc[0]):.0%} of its {fr['reference'].iloc[0]})"
-        ax2.set_title("Rostral tracer front" + thr, fontsize=9)
-        ax2.set_xlabel("time after injection (h)", fontsize=9)
-        ax2.set_ylabel("front: distance from injection level (mm)", fontsize=9)
-        ax2.set_xlim(left=0.0)
-        ax2.set_ylim(bottom=0.0)
-        ax2.tick_params(labelsize=8)
-        ax2.grid(True, color="0.92", lw=0.6)
-        ax2.legend(fontsize=8, frameon=False, loc="lower right")
+    if spread is None:
+        return fig
+    x = spread["time_h"].to_numpy(float)
+    edge = spread["leading_edge_mm"].to_numpy(float)
+    ax2.plot(x, edge, "o-", color="black", ms=4, lw=1.0, label="leading edge")
+    rate = spread.attrs.get("spread_rate_mm_per_h")
+    used = spread.attrs.get("spread_rate_timepoints")
+    if rate is not None and math.isfinite(rate) and used:
+        sel = spread["timepoint"].isin(used).to_numpy()
+        if sel.sum() >= 2:
+            xs, ys = x[sel], edge[sel]
+            fit = np.polyfit(xs, ys, 1)
+            ax2.plot(xs, np.polyval(fit, xs), "-", color="tab:red", lw=1.2,
+                     label=f"spread rate {rate:.3g} mm/h")
+    ax2.set_title("Leading edge: 10 % of the canal's\nactivity lies rostral of it", fontsize=9)
+    ax2.set_xlabel("time after injection (h)", fontsize=9)
+    ax2.set_ylabel("distance from injection level (mm)", fontsize=9)
+    ax2.set_xlim(left=0.0)
+    ax2.tick_params(labelsize=8)
+    ax2.grid(True, color="0.92", lw=0.6)
+    ax2.legend(fontsize=8, frameon=False, loc="lower right")
+    for col, lab, c in (("rostral_of_lumbar", "rostral of the lumbar canal", "tab:blue"),
+                        ("rostral_of_thoracic", "rostral of the thoracic canal (cervical)", "tab:green")):
+        if col in spread.columns:
+            ax3.plot(x, 100.0 * spread[col].to_numpy(float), "o-", color=c, ms=4, lw=1.0, label=lab)
+    arrival = spread.attrs.get("arrival_time_h")
+    if arrival is not None and math.isfinite(arrival):
+        early = bool(spread.attrs.get("arrival_before_first_scan"))
+        ax3.axvline(arrival, color="0.3", ls=":", lw=1.0,
+                    label=f"skull base reached {'by' if early else 'at'} {arrival:.2g} h")
+    ax3.set_title("Cumulative fraction of the\ncanal's activity", fontsize=9)
+    ax3.set_xlabel("time after injection (h)", fontsize=9)
+    ax3.set_ylabel("% of the canal's activity", fontsize=9)
+    ax3.set_xlim(left=0.0)
+    ax3.set_ylim(0.0, 100.0)
+    ax3.tick_params(labelsize=8)
+    ax3.grid(True, color="0.92", lw=0.6)
+    ax3.legend(fontsize=7, frameon=False, loc="upper left")
     return fig
