@@ -19,7 +19,7 @@ import shlex
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import InputError, LabelError
+from ..errors import LabelError
 
 __all__ = ["read_itksnap_labels", "looks_like_itksnap", "names_from_nifti_extensions", "parse_label_table_xml"]
 
@@ -67,11 +67,10 @@ def read_itksnap_labels(path) -> dict[int, str]:
     >>> read_itksnap_labels(p)
     {7: 'Liver'}
     """
+    from .labels import read_names_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise InputError(f"cannot read label descriptions {path}: {e.strerror}") from None
+    text = read_names_text(path, "label descriptions")
     names: dict[int, str] = {}
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -90,6 +89,9 @@ def read_itksnap_labels(path) -> dict[int, str]:
             idx, label = int(m.group(1)), m.group(8)
         if idx == 0 or label.strip().lower() in _ITKSNAP_BACKGROUND:
             continue
+        if idx in names and names[idx] != label.strip():
+            raise LabelError(f"ITK-SNAP label descriptions {path} line {n}: label {idx} is named twice "
+                             f"({names[idx]!r} and {label.strip()!r}): keep one name per label value")
         names[idx] = label.strip()
     return names
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,19 +62,22 @@ class LabelMap:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        arr = self.image.array
-        if not np.issubdtype(arr.dtype, np.integer):
-            if np.any(np.abs(arr - np.round(arr)) > 1e-3):
-                raise LabelError(f"label map {self.source or ''} holds non-integer values: "
-                                 "give an integer label image (one value per region)")
-            self.image = self.image.with_array(np.round(arr).astype(np.int32), units="label")
-        if np.any(self.image.array < 0):
-            raise LabelError(f"label map {self.source or ''} holds negative values: labels must be >= 0")
+        arr = _integer_labels(self.image.array, self.source)
+        if arr is not self.image.array:
+            self.image = self.image.with_array(arr, units="label")
         present = [int(v) for v in _values_present(self.image.array) if v != 0]
         self.names = {int(k): str(v) for k, v in self.names.items()}
         _check_names(self.names, self.source)
+        given = dict(self.names)
         for v in present:
             self.names.setdefault(v, f"label_{v}")
+        if len(self.names) != len(given):  # a default label_<v> must not be the name of another region
+            by_name = {name: k for k, name in given.items()}
+            for v in present:
+                if v not in given and f"label_{v}" in by_name:
+                    where = f"label map {self.source}" if self.source else "label map"
+                    raise LabelError(f"{where}: label {by_name[f'label_{v}']} is called 'label_{v}', the name of "
+                                     f"unnamed label {v}: rename it or name label {v}")
         own = {}
         for k, m in (self.overlaps or {}).items():
             m = np.asarray(m, dtype=bool)
@@ -205,6 +209,49 @@ class LabelMap:
         return self._derived(image, overlaps)
 
 
+#: Largest label value kept (the labels are held as int64).
+MAX_LABEL = np.iinfo(np.int64).max
+
+
+def _integer_labels(arr, source: str = "") -> np.ndarray:
+    """``arr`` as non-negative integer labels (int64 where the stored type is not a signed integer type).
+
+    Float labels within 1e-3 of integers are rounded (a map saved as float); complex labels are taken by their
+    real part when the imaginary part is 0. NaN, infinite, non-integer, negative and complex labels, and labels
+    above 2**63 - 1, raise :class:`LabelError`: no region can be read from them.
+    """
+    where = f"label map {source}" if source else "label map"
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.iscomplexobj(arr):
+        if np.any(arr.imag != 0):
+            raise LabelError(f"{where} holds complex values: give an integer label image (one value per region)")
+        arr = np.ascontiguousarray(arr.real)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and np.issubdtype(arr.dtype, np.signedinteger) and int(arr.min()) < 0:
+            raise LabelError(f"{where} holds negative values (down to {int(arr.min())}): labels must be >= 0")
+        if arr.dtype.kind == "u" and arr.dtype.itemsize >= 8:
+            if arr.size and int(arr.max()) > MAX_LABEL:
+                raise LabelError(f"{where} holds label value {int(arr.max())}, above 2**63 - 1: renumber the "
+                                 "regions (one small integer per region)")
+            return arr.astype(np.int64)
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise LabelError(f"{where} holds {arr.dtype} values: give an integer label image (one value per region)")
+    if not np.all(np.isfinite(arr)):
+        raise LabelError(f"{where} holds NaN or infinite values: give an integer label image (one value per region)")
+    if arr.size and float(arr.min()) < -1e-3:
+        raise LabelError(f"{where} holds negative values (down to {float(arr.min()):g}): labels must be >= 0")
+    if arr.size and float(arr.max()) >= 2.0**63:
+        raise LabelError(f"{where} holds label value {float(arr.max()):g}, above 2**63 - 1: renumber the regions "
+                         "(one small integer per region)")
+    rounded = np.round(arr)
+    if np.any(np.abs(arr - rounded) > 1e-3):
+        raise LabelError(f"{where} holds non-integer values: give an integer label image (one value per region)")
+    return np.abs(rounded).astype(np.int64)  # abs: -0.0004 rounds to -0.0
+
+
 def _values_present(arr) -> np.ndarray:
     """Sorted distinct values of a non-negative integer array: counted in chunks (``np.unique`` sorts or hashes
     the whole array, several times slower on a CT-sized label map)."""
@@ -234,6 +281,9 @@ def _check_names(names: dict[int, str], source: str) -> None:
     for k, name in sorted(names.items()):
         if not name.strip():
             raise LabelError(f"{where}: label {k} has an empty name: name every region")
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            raise LabelError(f"{where}: the name of label {k}, {name!r}, holds a control character (a line break, "
+                             "tab or NUL): rename it")
         if name in seen:
             raise LabelError(f"{where}: labels {seen[name]} and {k} are both called {name!r}: give each region its "
                              "own name (or merge them into one label value)")
@@ -361,37 +411,97 @@ def read_names(path: Path) -> dict[int, str]:
     from .label_tables import looks_like_itksnap, read_itksnap_labels
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise InputError(f"cannot read label names {path}: {e.strerror}") from None
+    text = read_names_text(path)
     if looks_like_itksnap(text):
         return read_itksnap_labels(path)
     names: dict[int, str] = {}
+
+    def put(key, name, where):
+        if key in names and names[key] != name:
+            raise LabelError(f"label names {path}{where}: label {key} is named twice ({names[key]!r} and "
+                             f"{name!r}): keep one name per label value")
+        names[key] = name
+
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=list)  # pairs in file order: a key given twice is seen
         except json.JSONDecodeError as e:
             raise LabelError(f"label names {path} is not valid JSON (line {e.lineno}): fix the file") from None
-        items = data.items() if isinstance(data, dict) else ((d.get("index"), d.get("name")) for d in data)
+        if isinstance(data, list) and data and all(isinstance(p, tuple) for p in data):
+            items = data  # an object {"1": "brain"}: its (key, value) pairs
+        elif isinstance(data, list) and all(isinstance(d, list) and all(isinstance(p, tuple) for p in d)
+                                            for d in data):
+            items = []  # a list of objects {"index": 1, "name": "brain"}
+            for n, d in enumerate(data):
+                item = dict(d)
+                if "index" not in item or "name" not in item:
+                    raise LabelError(f"label names {path}: item {n + 1} of the list has no 'index' and 'name': "
+                                     "give [{\"index\": 1, \"name\": \"brain\"}, ...]")
+                items.append((item["index"], item["name"]))
+        else:
+            raise LabelError(f"label names {path}: expected a JSON object {{\"1\": \"brain\"}} or a list of "
+                             "{\"index\": 1, \"name\": \"brain\"}, not this JSON value")
         for k, v in items:
-            try:
-                names[int(k)] = str(v)
-            except (TypeError, ValueError):
-                raise LabelError(f"label names {path}: key {k!r} is not an integer index") from None
+            key = _integer_key(k)
+            if key is None:
+                raise LabelError(f"label names {path}: key {k!r} is not an integer index")
+            if not isinstance(v, str):
+                raise LabelError(f"label names {path}: the name of label {key} is not text ({json.dumps(v)[:40]}): "
+                                 "give each name as a string")
+            put(key, v, "")
         return names
     rows = [r for r in csv.reader(text.splitlines(), delimiter="\t") if r and not r[0].startswith("#")]
     for n, row in enumerate(rows):
         if len(row) < 2:
             raise LabelError(f"label names {path} line {n + 1}: expected 'index<TAB>name'")
-        try:
-            idx = int(row[0])
-        except ValueError:
-            if n == 0:
+        idx = _integer_key(row[0])
+        if idx is None:
+            if n == 0 and not _looks_numeric(row[0]):
                 continue  # header
             raise LabelError(f"label names {path} line {n + 1}: {row[0]!r} is not an integer index") from None
-        names[idx] = row[1].strip()
+        put(idx, row[1].strip(), f" line {n + 1}")
     return names
+
+
+def read_names_text(path: Path, what: str = "label names") -> str:
+    """The text of a names file, UTF-8 (an optional byte-order mark); anything else is one-line error."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{what} {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): save it "
+                         "as UTF-8") from None
+
+
+def _integer_key(key) -> int | None:
+    """A label index from a names-file key: an int, or text of an integer (``"7"``, ``" 7 "``); else None."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key
+    if isinstance(key, str):
+        t = key.strip()
+        if t and (t.isdigit() or (t[0] in "+-" and t[1:].isdigit())) and t.isascii():
+            return int(t)
+    return None
+
+
+def _looks_numeric(text: str) -> bool:
+    """True for text a reader would take as a number (``1.5``, ``1e0``, ``nan``, ``0x2``): not a header."""
+    t = text.strip()
+    try:
+        float(t)
+        return True
+    except ValueError:
+        pass
+    try:
+        int(t, 0)
+        return True
+    except ValueError:
+        return False
 
 
 def read_label_image(path, what: str = "label map") -> Image:
@@ -424,6 +534,13 @@ def read_label_image(path, what: str = "label map") -> Image:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise LabelError(f"{what} {path} has shape {arr.shape}: a 3-D integer image is needed")
+    hdr = img.header
+    if int(hdr.get("sform_code", 0)) <= 0:  # the affine comes from pixdim (qform, or the fallback): nibabel
+        pixdim = _raw_pixdim(path, hdr)  # turns a zero spacing into 1 mm without a word
+        if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+            raise InputError(f"{what} {path}: the NIfTI header gives voxel spacing (pixdim) "
+                             f"{' x '.join(f'{v:g}' for v in pixdim)} mm and no sform: the voxels cannot be placed; "
+                             "fix the header")
     affine = np.asarray(img.affine, dtype=float)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise InputError(f"{what} {path}: the NIfTI affine (qform/sform) has non-finite values: fix the header")
@@ -436,6 +553,19 @@ def read_label_image(path, what: str = "label map") -> Image:
         return from_nifti_affine(arr, affine, units="label")
     except ValueError as e:
         raise InputError(f"{what} {path}: {e}") from None
+
+
+def _raw_pixdim(path: Path, header) -> np.ndarray:
+    """pixdim[1:4] as stored in the file (nibabel's header has already replaced a zero by 1)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path), "rb") as f:
+            raw = f.read(348)
+        endian = "<" if int.from_bytes(raw[:4], "little") in (348, 540) else ">"
+        return np.frombuffer(raw[76:108], dtype=f"{endian}f4").astype(float)[1:4]
+    except Exception:  # unreadable here means nibabel read it: its values
+        return np.asarray(header["pixdim"][1:4], dtype=float)
 
 
 def _checked_names_argument(names):
@@ -452,11 +582,10 @@ def _checked_names_argument(names):
         if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer, str)):
             raise InputError(f"read_label_map(): names key {key!r} is not a label value: use integers, "
                              "e.g. {1: 'brain'}")
-        try:
-            value = int(key)
-        except ValueError:
+        value = _integer_key(int(key) if isinstance(key, np.integer) else key)
+        if value is None:
             raise InputError(f"read_label_map(): names key {key!r} is not a label value: use integers, "
-                             "e.g. {1: 'brain'}") from None
+                             "e.g. {1: 'brain'}")
         if not isinstance(name, str):
             raise InputError(f"read_label_map(): the name of label {value} must be text, not {type(name).__name__}")
         out[value] = name
@@ -541,7 +670,9 @@ def write_label_map(labels: LabelMap, path) -> Path:
 
     path = Path(path)
     arr, aff = to_nifti_affine(labels.image)
-    img = nib.Nifti1Image(arr.astype(np.int16 if arr.max(initial=0) < 32767 else np.int32), aff)
+    top = int(arr.max(initial=0))
+    dtype = np.int16 if top < 32767 else np.int32 if top <= np.iinfo(np.int32).max else np.int64
+    img = nib.Nifti1Image(arr.astype(dtype), aff, dtype=dtype)
     img.header.set_xyzt_units("mm")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
