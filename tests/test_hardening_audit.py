@@ -756,24 +756,153 @@ def test_fuzz_totals_in_ci_are_at_least_2000_cases_with_no_failure(tmp_path):
     """The fuzz files as CI runs them (their default example counts), in one process so that their summary
     counters see every case (under xdist each worker counts only its share): at least 2,000 cases, 0 unexpected
     exceptions (tracebacks, non-SpectrackError errors) and 0 silent wrong numbers (counted as failures by the
-    loader fuzz's truth checks; the option fuzz asserts every accepted value is finite and in range)."""
+    loader fuzz's truth checks, as wrong numbers by the label fuzz's phantom truth; the option fuzz asserts every
+    accepted value is finite and in range)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPECTRACK_FUZZ", "PYTEST_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins"), env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:xdist",
-                        "-p", "no:randomly", "tests/test_fuzz_loaders.py", "tests/test_fuzz_options.py"],
+                        "-p", "no:randomly", "tests/test_fuzz_loaders.py", "tests/test_fuzz_options.py",
+                        "tests/test_fuzz_labels.py"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     loaders = re.search(r"^fuzz summary: (\d+) cases .*; (\d+) refused with a SpectrackError, (\d+) unexpected "
                         r"failures$", r.stdout, re.M)
     options = re.search(r"^option fuzz summary: (\d+) cases, (\d+) refused in one line, (\d+) accepted within "
                         r"range, 0 tracebacks$", r.stdout, re.M)
-    assert loaders and options, r.stdout[-3000:]
-    n_loaders, n_options = int(loaders.group(1)), int(options.group(1))
+    labels = re.search(r"^label fuzz summary: (\d+) cases .*; (\d+) refused with a SpectrackError, (\d+) "
+                       r"unexpected failures, (\d+) silent wrong numbers$", r.stdout, re.M)
+    assert loaders and options and labels, r.stdout[-3000:]
+    n_loaders, n_options, n_labels = int(loaders.group(1)), int(options.group(1)), int(labels.group(1))
     assert int(loaders.group(3)) == 0
+    assert int(labels.group(3)) == 0 and int(labels.group(4)) == 0, labels.group(0)
     assert int(options.group(1)) == int(options.group(2)) + int(options.group(3))
-    assert n_loaders + n_options >= 2000, (n_loaders, n_options)
+    assert n_loaders + n_options + n_labels >= 2000, (n_loaders, n_options, n_labels)
     # the mutations the issue names are among them: NM size tags, damaged .nii.gz streams, output paths
     for kind in ("DICOM NM size", "NIfTI gz damage", "DICOM NM tags", "NIfTI study"):
         m = re.search(rf"{kind} (\d+)", loaders.group(0))
         assert m and int(m.group(1)) >= 100, (kind, loaders.group(0))
+    # label-map mutations, each read by read_label_map and quantified through spectrack.quantify
+    for kind in ("label map", "label study"):
+        m = re.search(rf"{kind} (\d+)", labels.group(0))
+        assert m and int(m.group(1)) >= 100, (kind, labels.group(0))
     assert re.search(r"(\d+) passed", r.stdout) and " failed" not in r.stdout.splitlines()[-1]
+
+
+# ---------------------------------------------------------------- cost of the Monte Carlo draws
+def _intervals_inputs(tmp_path, nifti_study):
+    import spectrack
+
+    nifti_study(tmp_path / "s")
+    st = spectrack.load_study(tmp_path / "s")
+    table, det = spectrack.quantify(st, tmp_path / "s" / "labels.nii.gz", sensitivity_cps_per_mbq=80.0,
+                                    return_details=True)
+    images = [tp.emission.image for tp in st.timepoints]
+    cpm = [80.0 * c.duration_s.value / c.in_frame_factor for c in det.calibrations]
+    return table, images, det.labels_per_timepoint, cpm
+
+
+@pytest.mark.parametrize("n_regions,pvc,return_draws", [(2, False, False), (2, False, True), (2, True, True),
+                                                        (40, False, True), (40, True, False), (40, True, True)])
+def test_pct_id_draws_memory_estimate_bounds_what_the_intervals_allocate(tmp_path, nifti_study, n_regions, pvc,
+                                                                         return_draws):
+    """The estimate the memory check uses is at least the peak the %ID intervals allocate (measured by
+    tracemalloc, numpy's buffers included), and not more than 3x it: 2 or 40 regions, with and without
+    recovery-corrected intervals and returned draws."""
+    import tracemalloc
+
+    import spectrack
+    from spectrack.kinetics.recovery import add_gtm_correction
+    from spectrack.kinetics.uncertainty import add_pct_id_intervals, pct_id_draws_bytes
+    from spectrack.regions.labels import LabelMap
+
+    table, images, labels, cpm = _intervals_inputs(tmp_path, nifti_study)
+    if n_regions != 2:
+        arr = np.zeros(labels[0].image.array.shape, np.int32)
+        arr.reshape(-1)[:40 * n_regions] = np.arange(40 * n_regions) // 40 + 1  # regions of 40 voxels
+        lm = LabelMap(labels[0].image.with_array(arr, units="label"), {i: f"r{i}" for i in range(1, n_regions + 1)})
+        st = spectrack.load_study(tmp_path / "s")
+        table, det = spectrack.quantify(st, lm, sensitivity_cps_per_mbq=80.0, return_details=True)
+        labels = det.labels_per_timepoint
+    kw = {}
+    if pvc:
+        table = add_gtm_correction(table, images, labels, fwhm_mm=8.0)
+        kw = {"fwhm_mm": 8.0, "fwhm_sd_mm": 1.0}
+    nd = 20_000 if n_regions == 2 else 5_000
+    tracemalloc.start()
+    try:
+        add_pct_id_intervals(table, images, labels, counts_per_mbq=cpm, n_draws=nd, return_draws=return_draws, **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    est = pct_id_draws_bytes(nd, len(table), n_regions, pvc=pvc, return_draws=return_draws)
+    assert peak <= est <= 3 * peak, (peak, est)
+
+
+def test_uncertainty_draws_beyond_the_available_memory_are_refused_in_one_line(tmp_path, nifti_study, capsys,
+                                                                               monkeypatch):
+    """With 1 MiB available (monkeypatched: independent of the machine), 100,000 draws of the two-region study
+    (12 table rows: 8 * 100,000 * (12 * 5 + 3 * 9) bytes = 66 MiB) are refused before any draw, in one line that
+    gives the estimate, the available memory and how many draws fit; that many then run."""
+    from spectrack.kinetics import uncertainty
+
+    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: 1024**2)
+    nifti_study(tmp_path / "s")
+    args = ["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "--sensitivity",
+            "80", "--no-report", "-q"]
+    rc = main(args + ["-o", str(tmp_path / "big"), "--uncertainty-draws", "100000"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]  # progress lines aside
+    assert rc == 3 and len(err) == 1 and err[0].startswith("spectrack: error:"), err
+    assert "100000 Monte Carlo draws need about 66.4 MiB" in err[0] and "1 MiB available" in err[0], err[0]
+    fit = int(re.search(r"--uncertainty-draws (\d+) or less", err[0]).group(1))
+    assert fit == 1024**2 // 2 // (8 * (12 * 5 + 3 * 9)), err[0]  # 753
+    assert not (tmp_path / "big" / "regions.csv").exists()
+    rc = main(args + ["-o", str(tmp_path / "fit"), "--uncertainty-draws", str(fit)])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(tmp_path / "fit" / "regions.csv")
+    regions = df[df["kind"] == "region"]
+    assert len(regions) == 6 and regions["pct_id_lo"].notna().all() and regions["pct_id_hi"].notna().all()
+
+
+def test_kinetics_draws_beyond_the_available_memory_are_refused_in_one_line(monkeypatch):
+    """The refits of a curve's draws are checked the same way (through analyse_kinetics and
+    derived_intervals): refused with the estimate and the draws that fit; the same draws run with memory."""
+    from spectrack.kinetics import analyse_kinetics, uncertainty
+    from spectrack.kinetics.uncertainty import derived_intervals, kinetics_draws_bytes
+
+    t = np.array([0.5, 2.0, 6.0, 12.0, 24.0, 48.0])
+    y = 30.0 * np.exp(-0.05 * t)
+    rng = np.random.default_rng(0)
+    d = y[None, :] * (1 + 0.03 * rng.standard_normal((40, t.size)))
+    table = pd.DataFrame({"subject": "s", "timepoint": range(t.size), "time_h": t, "region": "brain",
+                          "label": 1, "kind": "region", "pct_id": y, "pct_id_uncorrected": y * np.exp(-LAM * t),
+                          "activity_mbq": y * 1.5})
+    draws = {("s", "brain"): {"time_h": t, "timepoint": np.arange(t.size), "pct_id": d}}
+    ok = analyse_kinetics(table, half_life_h=HL_H, quantities=("pct_id",), draws=draws, max_draws=40)
+    n_metrics = int((ok.metrics["quantity"] == "pct_id").sum())
+    need = kinetics_draws_bytes(40, t.size, n_metrics)
+    assert ok.metrics["lo"].notna().any()
+    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: need)  # half of it is the safe share
+    with pytest.raises(InputError) as e:
+        analyse_kinetics(table, half_life_h=HL_H, quantities=("pct_id",), draws=draws, max_draws=40)
+    msg = str(e.value)
+    assert "\n" not in msg and "kinetic intervals of brain: 40 Monte Carlo draws need about" in msg, msg
+    assert "--kinetics-draws 20 or less" in msg, msg
+    with pytest.raises(InputError, match="max_draws 20 or less"):
+        derived_intervals(t, y, d, half_life_h=HL_H, fixed_model=True)
+    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: 2 * need)
+    again = analyse_kinetics(table, half_life_h=HL_H, quantities=("pct_id",), draws=draws, max_draws=40)
+    pd.testing.assert_frame_equal(again.metrics, ok.metrics)
+
+
+def test_draw_memory_check_reads_the_available_memory_of_the_system():
+    """available_memory_bytes is the system's MemAvailable (Linux) or sysconf pages: positive and at most the
+    physical memory; an estimate within the safe share passes, one above it is refused."""
+    from spectrack.kinetics.uncertainty import DRAW_MEMORY_SHARE, available_memory_bytes, check_draw_memory
+
+    avail = available_memory_bytes()
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert avail is not None and 0 < avail <= phys
+    check_draw_memory(int(DRAW_MEMORY_SHARE * 1000), "x", 10, "--n", available=1000)
+    with pytest.raises(InputError, match=r"x: 10 Monte Carlo draws need about 1.95 KiB .* 1000 B available: give "
+                                         r"fewer draws \(--n 2 or less\)"):
+        check_draw_memory(2000, "x", 10, "--n", available=1000)

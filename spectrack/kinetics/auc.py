@@ -933,7 +933,7 @@ class KineticsResult:
 
 def _curve_intervals(draws, subject, region, quantity, tac, summ, hl, level, max_draws, sigma, unit, kw):
     """``metric_intervals`` of one curve, or ``{"_why": reason}`` when its draws do not match it."""
-    from .uncertainty import interval_text, metric_intervals
+    from .uncertainty import check_draw_memory, interval_text, kinetics_draws_bytes, metric_intervals
 
     got = draws.get(("" if subject is None else str(subject), str(region)), {})
     d = got.get(quantity)
@@ -942,6 +942,8 @@ def _curve_intervals(draws, subject, region, quantity, tac, summ, hl, level, max
     d = np.asarray(d, dtype=float)
     if max_draws is not None:
         d = d[: int(max_draws)]
+    check_draw_memory(kinetics_draws_bytes(len(d), len(tac.time_h), len(summ.metrics)),
+                      f"kinetic intervals of {region}", len(d), "--kinetics-draws")
     tt = np.asarray(got.get("time_h", ()), dtype=float)
     # scans without draws (no interval there, e.g. an empty region) are held at their value in every draw
     full = np.tile(np.asarray(tac.values, dtype=float), (len(d), 1))
