@@ -473,6 +473,121 @@ def to_affine(lm) -> np.ndarray:
     return to_nifti_affine(lm.image)[1]
 
 
+# ------------------------------------------------------------------ NRRD and MetaImage label maps
+def _write_itk(folder: Path, arr_ijk, dtype, ext: str, header_edit=None, compress=False) -> Path:
+    """The label voxels (NIfTI i, j, k order) on the study's grid as an ITK file; ``header_edit(text)`` edits
+    the text header of an uncompressed ``.mha``."""
+    import SimpleITK as sitk
+
+    from spectrack.geometry import to_sitk
+
+    s = study()
+    grid = s.study.timepoints[0].emission.image
+    img = to_sitk(grid.with_array(np.asarray(arr_ijk).transpose(2, 1, 0).astype(dtype), units="label"))
+    path = folder / f"labels{ext}"
+    sitk.WriteImage(img, str(path), compress)
+    if header_edit is not None and ext == ".nrrd":
+        blob = path.read_bytes()
+        cut = blob.index(b"\n\n") + 2
+        path.write_bytes(header_edit(blob[:cut].decode("ascii")).encode("ascii") + blob[cut:])
+    elif header_edit is not None:
+        blob = path.read_bytes()
+        cut = blob.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+        path.write_bytes(header_edit(blob[:cut].decode("ascii")).encode("ascii") + blob[cut:])
+    return path
+
+
+MHA_EDITS = {
+    "spacing 0": ("ElementSpacing", "0 3 4"), "spacing NaN": ("ElementSpacing", "nan 3 4"),
+    "spacing negative": ("ElementSpacing", "-3 3 4"), "spacing inf": ("ElementSpacing", "inf 3 4"),
+    "two equal axes": ("TransformMatrix", "1 0 0 1 0 0 0 0 1"), "zero matrix": ("TransformMatrix", "0 0 0 0 0 0 0 0 0"),
+    "NaN origin": ("Offset", "nan 0 0"), "2-D": ("NDims", "2"), "5 dims": ("NDims", "5"),
+    "larger size": ("DimSize", "14 12 11"), "smaller size": ("DimSize", "14 12 9"),
+}
+
+
+def _edit_mha(key: str, value: str):
+    def edit(text: str) -> str:
+        lines = [f"{key} = {value}" if ln.split(" = ")[0] == key else ln for ln in text.splitlines()]
+        return "\n".join(lines) + "\n"
+    return edit
+
+
+@FUZZ
+@given(ext=st.sampled_from([".nrrd", ".mha"]), a=st.sampled_from(HUGE[:18]), b=st.sampled_from(HUGE[:18]),
+       dtype=st.sampled_from([np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float32, np.float64]),
+       bad=st.one_of(st.none(), st.sampled_from(BAD_VALUES)), names=st.booleans(), compress=st.booleans())
+def test_itk_label_maps_renumbered_retyped_or_with_bad_values(ext, a, b, dtype, bad, names, compress):
+    """NRRD and MetaImage label maps: renumbered and retyped labels give the phantom's numbers under their
+    values and names; a NaN, infinite, negative or non-integer voxel is refused."""
+    assume(a != b and _fits([a, b], dtype))
+    s = study()
+    arr = _relabelled(a, b, np.float64 if np.issubdtype(dtype, np.floating) else np.int64)
+    if bad is not None:
+        assume(np.issubdtype(dtype, np.floating) or (math.isfinite(bad) and bad == int(bad) and _fits([int(bad)], dtype)))
+        arr = arr.astype(np.float64)
+        arr.flat[0] = bad
+    d = s.case_dir()
+    p = _write_itk(d, arr, dtype, ext, compress=compress)
+    if names:
+        _names_tsv(d, [(a, "brain"), (b, "liver")])
+    expect = None if bad is not None else ({"brain": (a, 1), "liver": (b, 2)} if names else
+                                           {f"label_{a}": (a, 1), f"label_{b}": (b, 2)})
+    _check(p, expect, what=f"{ext} labels {a}/{b} as {np.dtype(dtype).name}, bad voxel {bad}")
+
+
+NRRD_EDITS = {"nrrd larger size": ("sizes", "14 12 11"), "nrrd smaller size": ("sizes", "14 12 9"),
+              "nrrd zero direction": ("space directions", "(0,0,0) (0,3,0) (0,0,4)"),
+              "nrrd two equal axes": ("space directions", "(3,0,0) (3,0,0) (0,0,4)"),
+              "nrrd NaN origin": ("space origin", "(nan,0,0)"), "nrrd 2 dimensions": ("dimension", "2")}
+
+
+def _edit_nrrd(key: str, value: str):
+    def edit(text: str) -> str:
+        lines = [f"{key}: {value}" if ln.split(":")[0] == key else ln for ln in text.rstrip("\n").splitlines()]
+        return "\n".join(lines) + "\n\n"
+    return edit
+
+
+@FUZZ
+@given(edit=st.sampled_from(sorted(MHA_EDITS) + sorted(NRRD_EDITS) + ["mha appended data", "nrrd appended data"]),
+       dtype=st.sampled_from([np.uint8, np.int16, np.float32]), compress=st.booleans())
+def test_itk_label_header_geometry_broken_is_refused(edit, dtype, compress):
+    """A MetaImage or NRRD label map whose header gives zero, NaN, infinite or negative spacing, a singular
+    direction, a NaN origin, other dimensions or another size than its data, or with bytes appended to its
+    data: refused (never other regions)."""
+    s = study()
+    d = s.case_dir()
+    if edit.endswith("appended data"):
+        ext = "." + edit.split()[0]
+        assume(not (compress and ext == ".mha"))  # compressed MetaImage data: its length is not checked
+        p = _write_itk(d, s.arr, dtype, ext, compress=compress)
+        p.write_bytes(p.read_bytes() + b"\x01\x00" * 8)
+    elif edit.startswith("nrrd"):
+        p = _write_itk(d, s.arr, dtype, ".nrrd", _edit_nrrd(*NRRD_EDITS[edit]), compress=compress)
+    else:
+        p = _write_itk(d, s.arr, dtype, ".mha", _edit_mha(*MHA_EDITS[edit]))
+    _names_tsv(d, [(1, "brain"), (2, "liver")])
+    _check(p, None, what=f".mha header: {edit}")
+
+
+@FUZZ
+@given(data=st.data())
+def test_compressed_nrrd_label_damage_is_refused_or_harmless(data):
+    """Flipped bytes in a gzip-compressed NRRD label map: refused, or (damage that changes nothing the reader
+    uses) the same regions."""
+    s = study()
+    d = s.case_dir()
+    p = _write_itk(d, s.arr, np.int16, ".nrrd", compress=True)
+    _names_tsv(d, [(1, "brain"), (2, "liver")])
+    blob = bytearray(p.read_bytes())
+    start = blob.index(b"\n\n") + 2
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(start, len(blob) - 1))] ^= data.draw(st.integers(1, 255))
+    p.write_bytes(bytes(blob))
+    _check(p, BASE, what="damaged compressed NRRD", may_refuse=True)
+
+
 # ------------------------------------------------------------------ names sidecars
 BAD_NAME_CASES = ["duplicate", "empty", "blank", "reserved", "group", "non-utf8", "conflicting index",
                   "key not an integer", "json value not text", "json not an object", "json list item",

@@ -39,6 +39,7 @@ def read_itk_label_image(path) -> Image:
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise InputError(f"cannot read label map {path} ({first[:200]})") from None
+    _check_data_length(path, img)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise LabelError(f"label map {path} has {img.GetNumberOfComponentsPerPixel()} values per voxel: a "
                          "one-value integer label image is needed (a 3D Slicer segmentation should end in .seg.nrrd)")
@@ -50,6 +51,98 @@ def read_itk_label_image(path) -> Image:
         return from_sitk(img, units="label")
     except ValueError as e:
         raise InputError(f"label map {path}: {e}") from None
+
+
+def _header_fields(path: Path) -> tuple[dict[str, str], int] | None:
+    """The text header of an ``.mha``/``.mhd`` (``key = value``) or ``.nrrd`` (``key: value``) file and the
+    offset where its voxel data starts (None when the file is not one of these or the header is unreadable)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    name = path.name.lower()
+    fields: dict[str, str] = {}
+    if name.endswith((".mha", ".mhd")):
+        pos = 0
+        for line in head.split(b"\n"):
+            pos += len(line) + 1
+            key, sep, value = line.decode("latin-1").partition("=")
+            if not sep:
+                continue
+            fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() == "elementdatafile":
+                return fields, pos
+        return None
+    if name.endswith((".nrrd", ".nhdr")):
+        end = head.find(b"\n\n")
+        if end < 0:
+            return None
+        for line in head[:end].decode("latin-1").splitlines()[1:]:
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.lstrip("=").strip()
+        return fields, end + 2
+    return None
+
+
+def _check_data_length(path: Path, img) -> None:
+    """Refuse an ITK label file whose voxel data is longer or shorter than its header declares.
+
+    SimpleITK reads the declared number of voxels and ignores what follows, so a header whose size was changed
+    (or data appended) reads other voxels as if fine. Checked for data in the file itself (MetaImage ``LOCAL``,
+    attached NRRD) and for a MetaImage's separate raw file, uncompressed or (NRRD) gzip-compressed.
+    """
+    import SimpleITK as sitk
+    import zlib
+
+    try:
+        got = _header_fields(path)
+    except OSError:
+        return
+    if got is None:
+        return
+    fields, offset = got
+    declared = (img.GetNumberOfPixels() * img.GetNumberOfComponentsPerPixel()
+                * sitk.GetArrayViewFromImage(img).dtype.itemsize)
+    data_path, compressed = path, False
+    if path.name.lower().endswith((".mha", ".mhd")):
+        target = fields.get("elementdatafile", "")
+        if fields.get("compresseddata", "false").lower() == "true" or fields.get("headersize", "0") not in ("0", ""):
+            return
+        if target.upper() != "LOCAL":
+            if not target or " " in target or "%" in target or target.upper() == "LIST":
+                return
+            data_path, offset = path.with_name(target), 0
+    else:
+        if any(k in fields for k in ("data file", "datafile", "line skip", "lineskip", "byte skip", "byteskip")):
+            return
+        enc = fields.get("encoding", "raw").lower()
+        if enc in ("gzip", "gz"):
+            compressed = True
+        elif enc != "raw":
+            return
+    try:
+        if compressed:
+            with open(data_path, "rb") as f:
+                f.seek(offset)
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # checks the stream's CRC and length at its end
+                size = 0
+                while chunk := f.read(1 << 22):
+                    size += len(d.decompress(chunk))
+                    if d.eof:
+                        break
+                size += len(d.flush())
+                if not d.eof:
+                    raise zlib.error("the gzip stream ends early")
+                if d.unused_data or f.read(1):
+                    raise zlib.error("bytes follow the end of the gzip stream")
+        else:
+            size = data_path.stat().st_size - offset
+    except (OSError, zlib.error) as e:
+        raise InputError(f"cannot read label map {path}: its voxel data is corrupt ({e})") from None
+    if size != declared:
+        raise InputError(f"label map {path}: the header declares {declared} bytes of voxel data "
+                         f"({'x'.join(map(str, img.GetSize()))} voxels) but the file holds {size}: the header "
+                         "does not describe the data; export the file again")
 
 
 def read_slicer_segmentation(path, names=None) -> LabelMap:
