@@ -38,7 +38,6 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import from_nifti_affine
 from ..physics import nuclide
-from ..regions.labels import nifti_stem
 from .model import Series, Sourced
 
 __all__ = ["read_nifti_series", "is_label_file", "find_nifti_files", "read_scans_tsv", "parse_datetime",
@@ -143,10 +142,28 @@ def parse_time_of_day(text: str, what: str = "time") -> dt.time:
         raise InputError(f"cannot read {what} {text!r}: write it as hh:mm:ss") from None
 
 
+def _nifti_stem(path: Path) -> str:
+    """File name without ``.nii.gz`` / ``.nii`` (else without its last suffix).
+
+    The same as :func:`spectrack.regions.labels.nifti_stem` for NIfTI files, the only ones read here; kept
+    here so that loading does not import the regions package (``regions.labels`` imports this module).
+
+    Examples
+    --------
+    >>> _nifti_stem(Path("a/tp0_spect.nii.gz")), _nifti_stem(Path("labels.nii")), _nifti_stem(Path("x.json"))
+    ('tp0_spect', 'labels', 'x')
+    """
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
+
+
 def is_label_file(path: Path) -> bool:
     """True for NIfTI files that are label maps (names sidecar TSV or label-like name)."""
     path = Path(path)
-    stem = nifti_stem(path)
+    stem = _nifti_stem(path)
     low = stem.lower()
     if path.with_name(stem + ".tsv").exists():
         return True
@@ -184,7 +201,7 @@ def _modality(path: Path, side: dict) -> str | None:
         return "PT"
     if m in ("SPECT",):
         return "NM"
-    tokens = nifti_stem(path).lower().replace("-", "_").split("_")
+    tokens = _nifti_stem(path).lower().replace("-", "_").split("_")
     if "ct" in tokens:
         return "CT"
     if any(t in tokens for t in ("spect", "nm")):
@@ -412,7 +429,7 @@ def read_nifti_series(path, *, scans: dict | None = None, modality: str | None =
     except (ValueError, np.linalg.LinAlgError) as e:
         raise InputError(f"{path}: {e}") from None
 
-    stem = nifti_stem(path)
+    stem = _nifti_stem(path)
     side_path = path.with_name(stem + ".json")
     side: dict = {}
     if side_path.exists():
