@@ -236,9 +236,21 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
                 "format": "nifti" if files and files[0].name.endswith((".nii", ".nii.gz")) else "dicom",
                 "files": [str(f) for f in files]}
 
+    written: dict[int, tuple[Path, Path, str]] = {}  # id(label map) -> its files and hash, written once
     for n, (tp, lab) in enumerate(zip(study.timepoints, labels_per_timepoint)):
-        nii = write_label_map(lab, out / "labels" / f"tp{n}_labels.nii.gz")
+        nii = out / "labels" / f"tp{n}_labels.nii.gz"
         tsv = nii.with_name(f"tp{n}_labels.tsv")
+        if id(lab) in written:  # time points that share one label map (one emission grid): the same bytes
+            import shutil
+
+            for src, dst in zip(written[id(lab)][:2], (nii, tsv)):
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
+            digest = written[id(lab)][2]
+        else:
+            nii = write_label_map(lab, nii)
+            digest = sha256_file(nii)
+            written[id(lab)] = (nii, tsv, digest)
         outputs[nii.relative_to(out).as_posix()] = nii
         outputs[tsv.relative_to(out).as_posix()] = tsv
         masks = []
@@ -255,7 +267,7 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
             "timepoint": n,
             "file": nii.relative_to(out).as_posix(),
             "names": tsv.relative_to(out).as_posix(),
-            "sha256": sha256_file(nii),
+            "sha256": digest,
             "grid": {"shape_ijk": list(img.shape_ijk), "spacing_mm": img.spacing_mm.tolist(),
                      "origin_mm_lps": img.origin_mm.tolist(), "direction": img.direction.tolist()},
             "regions": {str(k): v for k, v in sorted(lab.names.items())},
@@ -428,6 +440,8 @@ def run_study(
                          "or ask for automatic regions with --auto-regions rat|nhp|human")
     if not isinstance(lab, (LabelMap, list, type(None))):
         raise InputError(f"labels must be a LabelMap or a path, got {type(lab).__name__}")
+    # the inputs' hashes for the provenance record: in a thread beside the work (reads and hashlib release the GIL)
+    hashes = _InputHashes(study.input_files + label_inputs + ([Path(study_file["path"])] if study_file else []))
     if isinstance(lab, LabelMap) and drawn_on is None:
         from .regions.placement import locate_regions
 
@@ -508,6 +522,10 @@ def run_study(
     if settings.uncertainty_draws > 0:
         table, curve_draws = _add_intervals(table, study, details, settings, kin_notes, pvc_fwhm=pvc_fwhm)
     table, balance = _dose_bookkeeping(table, details, settings, label_inputs)
+    # what the record needs of the source label map; its array (CT-sized) is let go here, before the kinetics
+    # and neuraxis steps load their libraries, so it does not add to the run's peak memory
+    label_map0 = _label_record(lab[0] if isinstance(lab, list) else lab)
+    lab = None
 
     kin = None
     step("kinetics", 0.7)
@@ -532,7 +550,6 @@ def run_study(
                              "curve and reintegrated; 95 % percentile intervals (kinetics.csv lo, hi)")
     else:
         kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
-    label_map0 = lab[0] if isinstance(lab, list) else lab
     neuraxis = None
     front = None
     neuraxis_warnings: list[str] = []
@@ -579,8 +596,9 @@ def run_study(
                          "per_timepoint": balance.to_dict(orient="records")},
         "study_file": study_file,
         "label_maps": [],
-        "provenance": provenance(inputs, settings.to_dict(), command=command),
+        "provenance": provenance([], settings.to_dict(), command=command),
     }
+    meta["provenance"]["inputs_sha256"] = hashes.result(inputs)
     result = StudyResult(table=table, study=study, metadata=meta, labels=details.labels_per_timepoint,
                          kinetics=kin, transforms=transforms, profile=neuraxis, vertebrae=vert_table)
     if out_dir is not None:
@@ -590,6 +608,35 @@ def run_study(
         result.outputs = {k: final / Path(v).relative_to(out) for k, v in result.outputs.items()}
     step("report", 1.0)
     return result
+
+
+def _label_record(lm):
+    """The names, source and metadata of a label map, without its voxels."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(names=lm.names, source=lm.source, meta=lm.meta, image=SimpleNamespace(meta=lm.image.meta))
+
+
+class _InputHashes:
+    """:func:`spectrack.provenance.hash_inputs` of the files known early, computed in a thread; :meth:`result`
+    gives ``hash_inputs(paths)`` for the final list (files added since are hashed then)."""
+
+    def __init__(self, paths):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .provenance import hash_inputs
+
+        executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-hash")
+        self._future = executor.submit(hash_inputs, list(paths))
+        executor.shutdown(wait=False)
+
+    def result(self, paths) -> dict[str, str]:
+        from .provenance import hash_inputs
+
+        early = self._future.result()
+        wanted = sorted({str(Path(p).resolve()) for p in paths})
+        rest = hash_inputs([p for p in wanted if p not in early])
+        return {p: early[p] if p in early else rest[p] for p in wanted if p in early or p in rest}
 
 
 def _write_results(result: StudyResult, out: Path, *, reg, kin, neuraxis, settings: Settings, balance) -> None:

@@ -599,6 +599,7 @@ def fit_tac(
     p0=None,
     grid: bool = True,
     label: dict | None = None,
+    _refined: dict | None = None,
 ) -> FitResult:
     """Fit one model to one time-activity curve by (weighted) least squares.
 
@@ -631,6 +632,10 @@ def fit_tac(
         curve from the nominal fit's parameters; ``p0`` required).
     label : dict, optional
         Copied into :meth:`FitResult.to_dict` (region, quantity...).
+    _refined : dict, optional
+        Private (:func:`fit_models`): mono-exponential refinements of this curve already done by another
+        model's fit, reused when start, bounds and data are the same to the bit (the ``bi`` fit's nested
+        start refines the ``mono`` fit's first start again).
 
     Returns
     -------
@@ -721,6 +726,18 @@ def fit_tac(
 
     def refine(func, jac, q0, lo_b, up_b):
         """(cost, popt, pcov, message, ier, warnings) of one bounded least-squares run, or an error text."""
+        key = None
+        if _refined is not None and func is MODELS["mono"].func and jac is MODELS["mono"].jac:
+            key = tuple(np.asarray(a, dtype=float).tobytes() for a in (q0, lo_b, up_b, t, ys, w)) + (
+                None if ss is None else ss.tobytes(), bool(absolute_sigma))
+            if key in _refined:
+                return _refined[key]
+        out = _refine(func, jac, q0, lo_b, up_b)
+        if key is not None:
+            _refined[key] = out
+        return out
+
+    def _refine(func, jac, q0, lo_b, up_b):
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
             try:
@@ -901,7 +918,8 @@ def fit_models(time_h, values, models: Sequence[str] = DEFAULT_MODELS, *, min_r_
     >>> sel.best.model, [f.model for f in sel.compared]
     ('mono', ['mono', 'uptake_washout', 'transit'])
     """
-    fits = [fit_tac(time_h, values, name, **kwargs) for name in models]
+    refined: dict = {}  # refinements one model's fit shares with another's (same start, bounds and data)
+    fits = [fit_tac(time_h, values, name, _refined=refined, **kwargs) for name in models]
     compared, left_out = [], []
     for f in fits:
         if not f.converged:

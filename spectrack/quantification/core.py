@@ -112,8 +112,6 @@ def quantify(
         One row per time point and region (columns in :data:`TABLE_COLUMNS`);
         ``df.attrs["metadata"]`` holds the parameters used and their sources.
     """
-    import pandas as pd
-
     from ..regions.labels import read_label_map
     from ..settings import settings_from_mapping
 
@@ -177,11 +175,22 @@ def quantify(
     rows = []
     per_tp_labels = []
     quantified: set[int] = set()
+    resampled: dict[int, list] = {}  # id(label map) -> [(emission grid, labels on it)]
+    present_in: dict[int, dict] = {}  # id(label map) -> which indices it holds (looked up when needed)
     for n, (tp, cal) in enumerate(zip(study.timepoints, cals)):
         img = tp.emission.image
         lm = labels[n] if isinstance(labels, list) else labels
         tr = transforms[n] if transforms is not None else None
-        lab = lm.resampled_to(img, tr, method=label_resampling)
+        lab = None
+        if tr is None:  # time points sharing one emission grid share one resampled label map
+            for grid, done in resampled.get(id(lm), ()):
+                if _identical_grid(grid, img):
+                    lab = done
+                    break
+        if lab is None:
+            lab = lm.resampled_to(img, tr, method=label_resampling)
+            if tr is None:
+                resampled.setdefault(id(lm), []).append((img, lab))
         per_tp_labels.append(lab)
         ri = RegionIndex(lab.image.array)
         if ri.labels.size == 0 and not any(m.any() for m in lab.overlaps.values()):
@@ -226,10 +235,9 @@ def quantify(
         # voxels: nearest-neighbour resampling keeps a region only where it holds an emission voxel's centre)
         on_grid = set(int(v) for v in ri.labels) | set(own)
         quantified |= on_grid
-        labelled = set(lm.present())
         spacing = "x".join(f"{v:.3g}" for v in img.spacing_mm)
         for idx, name in sorted(lm.names.items()):
-            if idx not in on_grid and idx in labelled:
+            if idx not in on_grid and _is_present(lm, idx, present_in):
                 warnings.append(f"time point {tp.index}: region {name} has no voxel on the {spacing} mm emission "
                                 "grid (outside the field of view, or smaller than its voxels): not quantified")
         if groups:
@@ -247,18 +255,17 @@ def quantify(
         rows.append(row("outside_regions", 0, "outside", n_out, fov_sum - in_regions, out_mask_max))
     for lm in labels if isinstance(labels, list) else [labels]:  # named, but no voxels in the label map itself
         said = set(lm.meta.get("regions_without_voxels", []))
-        present = None  # counted once per label map, and only when a named region was not quantified
-        for idx, name in sorted(lm.names.items()):
+        for idx, name in sorted(lm.names.items()):  # looked up only when a named region was not quantified
             if idx in quantified or name in said:
                 continue
-            if present is None:
-                present = set(lm.present())
-            if idx not in present:
+            if not _is_present(lm, idx, present_in):
                 said.add(name)
                 msg = (f"region {name} is named in the label map ({Path(lm.source).name or 'given'}) but has no "
                        "voxels at any time point: it is not in the table")
                 if msg not in warnings:
                     warnings.append(msg)
+    import pandas as pd  # here, not above: its libraries load after the label maps' resampling buffers are freed
+
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     warnings += [w for w in _check_plausible(df, study, params) if w not in warnings]
     df.attrs["metadata"] = {
@@ -269,6 +276,31 @@ def quantify(
     if return_details:
         return df, QuantResult(params, cals, per_tp_labels, warnings)
     return df
+
+
+#: regions of one label map looked up one by one (a comparison pass each) before all are counted at once
+_FEW_LOOKUPS = 4
+
+
+def _is_present(lm: LabelMap, idx: int, cache: dict) -> bool:
+    """``idx in lm.present()``, answered once per label map and index: for the first few indices asked by a
+    comparison over the map (a CT-sized map: one fast pass each), then by counting all of them once."""
+    mine = cache.setdefault(id(lm), {"asked": {}, "all": None})
+    if mine["all"] is not None:
+        return idx in mine["all"]
+    if idx not in mine["asked"]:
+        if len(mine["asked"]) >= _FEW_LOOKUPS:
+            mine["all"] = set(lm.present())
+            return idx in mine["all"]
+        m = lm.overlaps.get(idx)
+        mine["asked"][idx] = bool((idx != 0 and np.any(lm.image.array == idx)) or (m is not None and m.any()))
+    return mine["asked"][idx]
+
+
+def _identical_grid(a, b) -> bool:
+    """The same grid to the bit (shape, origin, spacing, direction): resampling onto either gives the same labels."""
+    return (tuple(a.shape_ijk) == tuple(b.shape_ijk) and np.array_equal(a.origin_mm, b.origin_mm)
+            and np.array_equal(a.spacing_mm, b.spacing_mm) and np.array_equal(a.direction, b.direction))
 
 
 def _checked_labels(labels, n_timepoints: int, read_label_map):
