@@ -40,7 +40,27 @@ from .errors import OutputError
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_file_set", "sha256_file", "output_folder",
            "check_output_folder", "write_errors", "clean_leftovers", "read_manifest", "record_outputs",
-           "swap_folder", "MANIFEST"]
+           "swap_folder", "MANIFEST", "LABEL_IMAGE_SUFFIXES", "nifti_stem"]
+
+#: File endings of image and label-image files, longest first (``.nii.gz`` before ``.nii``).
+LABEL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def nifti_stem(path) -> str:
+    """File name without its image ending (``.nii``, ``.nii.gz``, ``.seg.nrrd``, ``.nrrd``, ``.mha`` ...).
+
+    Examples
+    --------
+    >>> nifti_stem(Path("a/labels.nii.gz")), nifti_stem(Path("Segmentation.seg.nrrd")), nifti_stem(Path("x.mha"))
+    ('labels', 'Segmentation', 'x')
+    >>> nifti_stem(Path("x.json"))
+    'x'
+    """
+    name = Path(path).name
+    for ext in LABEL_IMAGE_SUFFIXES:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
 
 #: Written last into every folder made by :func:`output_folder`: the entries a command wrote.
 MANIFEST = ".spectrack-outputs.json"

@@ -906,3 +906,52 @@ def test_draw_memory_check_reads_the_available_memory_of_the_system():
     with pytest.raises(InputError, match=r"x: 10 Monte Carlo draws need about 1.95 KiB .* 1000 B available: give "
                                          r"fewer draws \(--n 2 or less\)"):
         check_draw_memory(2000, "x", 10, "--n", available=1000)
+
+
+@pytest.mark.parametrize("how", ["datatype", "dimension", "appended"])
+def test_a_nifti_image_longer_than_its_header_is_refused(tmp_path, nifti_study, capsys, how):
+    """Emission NIfTI whose header no longer describes its data (float32 declared int16, a dimension made
+    smaller, bytes appended): nibabel reads the declared voxels from the start and would give wrong %ID."""
+    import gzip
+
+    nifti_study(tmp_path / "s")
+    p = tmp_path / "s" / "tp1_spect.nii.gz"
+    img = nib.load(str(p))
+    data = np.asarray(img.dataobj, np.float32)
+    hdr = img.header.copy()
+    hdr.set_data_dtype(np.float32)
+    raw = bytearray(nib.Nifti1Image(data, img.affine, hdr).to_bytes())
+    mutated = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:352])))
+    if how == "datatype":
+        mutated.set_data_dtype(np.int16)
+    elif how == "dimension":
+        shape = list(mutated.get_data_shape())
+        shape[2] -= 1
+        mutated.set_data_shape(shape)
+    raw[:348] = mutated.binaryblock
+    if how == "appended":
+        raw += b"\0" * 64
+    p.write_bytes(gzip.compress(bytes(raw)))
+    rc = main(["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "-o",
+               str(tmp_path / "o"), "--no-report", "--uncertainty-draws", "0", "-q"])
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "error" in ln]
+    assert rc == 3 and "the header declares" in line and "tp1_spect.nii.gz" in line, err
+    assert not (tmp_path / "o" / "regions.csv").exists()
+
+
+def test_a_nifti_image_that_matches_its_header_still_loads(tmp_path, nifti_study):
+    """The same rewrite with the header unchanged loads and gives the same voxels (the check is not a blanket
+    refusal of re-encoded files)."""
+    import gzip
+
+    from spectrack import load_study
+
+    nifti_study(tmp_path / "s")
+    p = tmp_path / "s" / "tp1_spect.nii.gz"
+    before = load_study(tmp_path / "s").timepoints[1].emission.image.array.copy()
+    img = nib.load(str(p))
+    p.write_bytes(gzip.compress(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine,
+                                                img.header).to_bytes()))
+    after = load_study(tmp_path / "s").timepoints[1].emission.image.array
+    assert np.array_equal(before, after)

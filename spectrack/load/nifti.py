@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..geometry import from_nifti_affine
+from ..io_utils import nifti_stem
 from ..physics import nuclide
 from .model import Series, Sourced
 
@@ -142,28 +143,12 @@ def parse_time_of_day(text: str, what: str = "time") -> dt.time:
         raise InputError(f"cannot read {what} {text!r}: write it as hh:mm:ss") from None
 
 
-def _nifti_stem(path: Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii`` (else without its last suffix).
-
-    The same as :func:`spectrack.regions.labels.nifti_stem` for NIfTI files, the only ones read here; kept
-    here so that loading does not import the regions package (``regions.labels`` imports this module).
-
-    Examples
-    --------
-    >>> _nifti_stem(Path("a/tp0_spect.nii.gz")), _nifti_stem(Path("labels.nii")), _nifti_stem(Path("x.json"))
-    ('tp0_spect', 'labels', 'x')
-    """
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(path).stem
 
 
 def is_label_file(path: Path) -> bool:
     """True for NIfTI files that are label maps (names sidecar TSV or label-like name)."""
     path = Path(path)
-    stem = _nifti_stem(path)
+    stem = nifti_stem(path)
     low = stem.lower()
     if path.with_name(stem + ".tsv").exists():
         return True
@@ -201,7 +186,7 @@ def _modality(path: Path, side: dict) -> str | None:
         return "PT"
     if m in ("SPECT",):
         return "NM"
-    tokens = _nifti_stem(path).lower().replace("-", "_").split("_")
+    tokens = nifti_stem(path).lower().replace("-", "_").split("_")
     if "ct" in tokens:
         return "CT"
     if any(t in tokens for t in ("spect", "nm")):
@@ -227,13 +212,19 @@ def _gz_length(path: Path, limit: int) -> int:
     return n
 
 
-def verify_gzip_stream(path: Path, what: str = "image") -> None:
+def verify_gzip_stream(path: Path, what: str = "image") -> int | None:
     """Decompress a ``.gz`` file to its end so a corrupt stream is refused, not read.
 
     nibabel reads only the bytes the header declares, so the gzip trailer
     (CRC-32 and length of the whole stream) is never checked and a damaged
     deflate stream gives wrong voxels without complaint. Reading to the end
     checks both.
+
+    Returns
+    -------
+    int or None
+        The length of the decompressed stream in bytes; None for a file that
+        is not ``.gz``.
 
     Raises
     ------
@@ -245,15 +236,46 @@ def verify_gzip_stream(path: Path, what: str = "image") -> None:
 
     path = Path(path)
     if not path.name.lower().endswith(".gz"):
-        return
+        return None
+    size = 0
     try:
         with gzip.open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
+            while chunk := f.read(1 << 24):
+                size += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         reason = " ".join(str(e).split())[:160] or type(e).__name__
         raise InputError(f"{path}: the gzip stream of this {what} is corrupt ({reason}): the voxels cannot be "
                          "trusted; copy or export the file again") from None
+    return size
+
+
+def verify_voxel_data(img, path: Path, what: str = "image") -> None:
+    """Refuse a NIfTI file whose voxel data does not match its header: a corrupt gzip stream, or more bytes than
+    the header declares.
+
+    nibabel reads the declared voxels from the start of the data and ignores the rest, so a header whose
+    datatype or size was changed (int16 data declared uint8, a dimension made smaller) reads other values as if
+    fine; a file shorter than its header is refused when its voxels are read.
+
+    Raises
+    ------
+    InputError
+        The stream is corrupt, or the file holds more than the header's offset plus its voxels.
+    """
+    path = Path(path)
+    size = verify_gzip_stream(path, what)
+    try:
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)
+        if size is None:
+            size = path.stat().st_size
+    except (TypeError, ValueError, AttributeError, OSError):
+        return
+    end = offset + int(np.prod(img.shape)) * itemsize
+    if size > end:
+        raise InputError(f"{what} {path}: the header declares {end} bytes of header and voxels "
+                         f"({'x'.join(map(str, img.shape))} {img.get_data_dtype()}) but the file holds {size}: the "
+                         "header does not describe the data (datatype or size changed?); export the file again")
 
 
 def _check_header(img, path: Path) -> None:
@@ -352,7 +374,7 @@ def _read_voxels(path: Path, warn: list[str]):
         try:
             img = nib.load(str(path))
             _check_header(img, path)
-            verify_gzip_stream(path)
+            verify_voxel_data(img, path)
             _check_pixdim(img, path, warn)
             with np.errstate(all="ignore"):
                 arr = np.asarray(img.dataobj, dtype=np.float32)
@@ -429,7 +451,7 @@ def read_nifti_series(path, *, scans: dict | None = None, modality: str | None =
     except (ValueError, np.linalg.LinAlgError) as e:
         raise InputError(f"{path}: {e}") from None
 
-    stem = _nifti_stem(path)
+    stem = nifti_stem(path)
     side_path = path.with_name(stem + ".json")
     side: dict = {}
     if side_path.exists():

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_nifti_affine, to_nifti_affine
+from ..io_utils import LABEL_IMAGE_SUFFIXES, nifti_stem
 
 __all__ = ["LabelMap", "LABEL_IMAGE_SUFFIXES", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem",
            "note_regions_without_voxels", "dicom_region_meta"]
@@ -371,22 +372,6 @@ def dicom_region_meta(ds) -> dict:
 
 
 #: Label image file endings spectrack reads (NIfTI by nibabel, the others by SimpleITK; ``.seg.nrrd`` by slicerio).
-LABEL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def nifti_stem(path: Path) -> str:
-    """File name without its label-image ending (``.nii``, ``.nii.gz``, ``.seg.nrrd``, ``.nrrd``, ``.mha`` ...).
-
-    Examples
-    --------
-    >>> nifti_stem(Path("a/labels.nii.gz")), nifti_stem(Path("Segmentation.seg.nrrd")), nifti_stem(Path("x.mha"))
-    ('labels', 'Segmentation', 'x')
-    """
-    name = Path(path).name
-    for ext in LABEL_IMAGE_SUFFIXES:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(path).stem
 
 
 def names_sidecar(path) -> Path | None:
@@ -513,7 +498,7 @@ def read_label_image(path, what: str = "label map") -> Image:
     """
     import nibabel as nib
 
-    from ..load.nifti import _check_header, verify_gzip_stream
+    from ..load.nifti import _check_header, verify_voxel_data
 
     path = Path(path)
     try:
@@ -521,8 +506,7 @@ def read_label_image(path, what: str = "label map") -> Image:
     except Exception as e:  # nibabel raises many types for corrupt files
         raise InputError(f"cannot read {what} {path} as NIfTI ({type(e).__name__}: {e})") from None
     _check_header(img, path)
-    verify_gzip_stream(path, what)
-    _check_not_longer(img, path, what)
+    verify_voxel_data(img, path, what)
     slope, inter = img.dataobj.slope, img.dataobj.inter
     if not (np.isfinite(slope) and np.isfinite(inter)) or (slope, inter) != (1.0, 0.0):
         raise LabelError(f"{what} {path} has intensity scaling (scl_slope {slope:g}, scl_inter {inter:g}): label "
@@ -554,42 +538,6 @@ def read_label_image(path, what: str = "label map") -> Image:
         return from_nifti_affine(arr, affine, units="label")
     except ValueError as e:
         raise InputError(f"{what} {path}: {e}") from None
-
-
-def _check_not_longer(img, path: Path, what: str) -> None:
-    """Refuse a NIfTI label file holding more voxel bytes than its header declares.
-
-    nibabel reads the declared voxels from the start of the data and ignores the rest, so a header whose
-    datatype or size was changed (int16 data declared uint8, a dimension made smaller) reads other label values
-    as if fine; a shorter file is refused by :func:`spectrack.load.nifti._check_header`.
-    """
-    import gzip
-    import zlib
-
-    try:
-        itemsize = np.dtype(img.get_data_dtype()).itemsize
-        offset = int(getattr(img.dataobj, "offset", 0) or 0)
-    except (TypeError, ValueError, AttributeError):
-        return
-    end = offset + int(np.prod(img.shape)) * itemsize
-    try:
-        if path.name.lower().endswith(".gz"):
-            size = 0
-            with gzip.open(path, "rb") as f:
-                while size <= end:
-                    chunk = f.read(1 << 24)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-        else:
-            size = path.stat().st_size
-    except (OSError, EOFError, zlib.error):
-        return  # the stream was verified: nothing more to learn here
-    if size > end:
-        raise InputError(f"{what} {path}: the header declares {end} bytes of header and voxels "
-                         f"({'x'.join(map(str, img.shape))} {img.get_data_dtype()}) but the file holds "
-                         f"{'more' if size > end + (1 << 24) else size}: the header does not describe the data "
-                         "(datatype or size changed?); export the label map again")
 
 
 def _raw_pixdim(path: Path, header) -> np.ndarray:
