@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..geometry import Image
-from .neuraxis import Centreline
+from .centreline import Centreline
 from .vocabulary import CANAL_LEVELS
 
 __all__ = ["View", "component_stats", "fill_holes", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .auto_canal import View, component_stats, dilate_mm, fill_holes
-from .neuraxis import Centreline
+from .centreline import Centreline
 
 __all__ = ["PRIORS", "HU_WINDOWS", "CSF_INTRACRANIAL_HU", "BodyFrame", "body_mask", "brain_and_skull",
            "intracranial_csf", "pick_components", "find_injection_site"]

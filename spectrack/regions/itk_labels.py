@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..geometry import Image, from_sitk
-from .labels import LabelMap, names_sidecar, note_regions_without_voxels, read_names
+from .label_tables import names_sidecar, read_names
+from .labelmap import LabelMap, note_regions_without_voxels
 
 __all__ = ["read_itk_label_image", "read_slicer_segmentation"]
 

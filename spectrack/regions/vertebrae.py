@@ -5,7 +5,7 @@ the intervertebral discs as the periodic low-density gaps between them, and
 names the vertebrae by counting from the skull base (C1 just below the cranial
 end of the canal) down to the sacrum with the species' vertebral formula
 (:data:`VERTEBRAL_FORMULA`). All in millimetres of arc length along the canal
-centreline (:class:`~spectrack.regions.neuraxis.Centreline`, LPS mm, caudal
+centreline (:class:`~spectrack.regions.centreline.Centreline`, LPS mm, caudal
 end = 0), so voxel size, slice direction and a curved spine do not matter.
 
 The steps:
@@ -60,7 +60,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..geometry import Image
-from .neuraxis import Centreline
+from .centreline import Centreline
 
 __all__ = ["VERTEBRAL_FORMULA", "Vertebrae", "find_vertebrae", "vertebra_names"]
 
