@@ -1,5 +1,9 @@
 """Quantify dock: choose study, regions, calibration and injection; run; see and export results.
 
+The form's values come from :mod:`spectrack_napari._study_form` (no Qt), the
+results table, the Labels layer the curve dock reads and the exports from
+:mod:`spectrack_napari._results`; this module builds the fields and runs.
+
 The widget builds :class:`spectrack.settings.Settings` from its fields and
 calls :func:`spectrack.pipeline.run_study` (the one orchestration function) in
 a worker thread, with progress and cancel callbacks. Results go to a table in
@@ -18,17 +22,14 @@ another study's value.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib.util
 import logging
-import re
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -39,44 +40,25 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QMainWindow,
     QProgressBar,
     QPushButton,
     QSizePolicy,
     QStackedWidget,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ._layers import METADATA_KEY, label_layer_data, layer_label_map
+from ._layers import METADATA_KEY, layer_label_map
 from ._timeaxis import follow_time_axis
 
 __all__ = ["QuantifyWidget", "StudyDefaults", "study_defaults", "species_preset"]
 
 log = logging.getLogger(__name__)
 
-SOURCE_LAYER = "Labels layer"
-SOURCE_FILE = "Label file"
-SOURCE_AUTO = "Automatic regions"
-CALIBRATIONS = ("auto", "image", "sensitivity", "fov")
-#: Species with a preset (automatic regions, default PSF FWHM).
-PRESETS = ("rat", "nhp", "human")
-NO_SPECIES = "not given"
-#: Rows of the results table (the same as ``spectrack quantify`` prints).
-TABLE_KINDS = ("region", "group", "fov")
-#: Settings the dock's fields stand for (the rest of a study's own settings pass through as they are).
-FIELD_KEYS = ("calibration", "sensitivity_cps_per_mbq", "injected_mbq", "injection_time", "half_life_h",
-              "species", "labels", "auto_regions")
-
-# PatientSpeciesDescription (0010,2201) words -> preset (DICOM uses Latin or common names)
-_SPECIES_WORDS = (
-    ("rat", ("rattus", "rat", "rats")),
-    ("nhp", ("macaca", "macaque", "monkey", "primate", "cynomolgus", "rhesus", "fascicularis", "mulatta",
-             "callithrix", "marmoset", "chlorocebus", "papio", "baboon")),
-    ("human", ("homo", "human")),
-)
+from ._results import ResultsMixin, _show
+from ._study_form import (CALIBRATIONS, NO_SPECIES, PRESETS, SOURCE_AUTO, SOURCE_FILE, SOURCE_LAYER, StudyDefaults,
+                          species_preset, study_defaults)
 
 
 def _has_module(name: str) -> bool:
@@ -84,33 +66,6 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _show(level: str, message: str) -> None:
-    from napari.utils import notifications
-
-    {"error": notifications.show_error, "warning": notifications.show_warning}.get(
-        level, notifications.show_info)(" ".join(str(message).split()))
-
-
-def _hours(t) -> str:
-    """A time point's column title: ``0.5 h``, ``24 h``, ``1.25 h``."""
-    return "?" if t is None or not np.isfinite(t) else f"{float(t):.3g} h" if t < 100 else f"{float(t):.0f} h"
-
-
-def species_preset(description) -> str | None:
-    """The preset of a DICOM species description (``"Rattus norvegicus"`` -> ``"rat"``), or None.
-
-    Examples
-    --------
-    >>> species_preset("Macaca fascicularis"), species_preset("Rattus norvegicus"), species_preset("Canis")
-    ('nhp', 'rat', None)
-    """
-    words = set(re.findall(r"[a-z]+", str(description or "").lower()))
-    for preset, names in _SPECIES_WORDS:
-        if words & set(names):
-            return preset
-    return None
 
 
 class _Relay(QObject):
@@ -130,138 +85,7 @@ def _optional_spin(maximum: float, decimals: int, suffix: str, none_text: str) -
     return w
 
 
-@dataclasses.dataclass
-class StudyDefaults:
-    """What a study says about its own quantification.
-
-    Attributes
-    ----------
-    study : spectrack.load.Study
-    values : dict
-        Settings field -> ``(value, source)`` for every field the study gives
-        (dose and times from headers, sidecars or study file; species;
-        sensitivity and calibration from the study's own settings).
-    own : dict
-        The study's own settings (study file, sample data) other than the
-        dock's fields: passed through to the run unchanged.
-    label_file : tuple of (Path, str) or None
-        A label map to quantify with and where it was found.
-    """
-
-    study: object
-    values: dict
-    own: dict
-    label_file: tuple | None = None
-
-
-def _own_settings(raw: dict, *, where: str, base: Path | None) -> dict:
-    """The Settings fields a mapping gives, validated (keys spectrack does not know are left to the loader)."""
-    from spectrack import settings as sm
-
-    known = {f.name for f in dataclasses.fields(sm.Settings)} - {"extra"}
-    known |= set(getattr(sm, "ALIASES", {}))
-    picked = {k: v for k, v in (raw or {}).items() if str(k).replace("-", "_") in known}
-    if not picked:
-        return {}
-    s = sm.settings_from_mapping(picked, where=where, base=base)
-    default = sm.Settings()
-    return {k: v for k, v in dataclasses.asdict(s).items() if k != "extra" and v != getattr(default, k)}
-
-
-def _beside(study) -> Path | None:
-    """The single label map in the study's folder, else in the folder above it (e.g. beside ``dicom/``)."""
-    from spectrack.load.nifti import is_label_file
-
-    p = Path(study.path)
-    folder = p.parent if p.is_file() else p
-    for d in (folder, folder.parent):
-        try:
-            found = sorted(q for q in d.iterdir() if q.is_file() and q.name.endswith((".nii", ".nii.gz"))
-                           and not q.name.startswith(".") and is_label_file(q))
-        except OSError:
-            continue
-        if len(found) == 1:
-            return found[0]
-        if found:  # several: the user chooses
-            return None
-    return None
-
-
-def study_defaults(path, *, extra: dict | None = None, extra_source: str = "") -> StudyDefaults:
-    """Load a study and collect what it says about its quantification (runs in a worker).
-
-    Parameters
-    ----------
-    path : path-like
-        The study (see :func:`spectrack.load.load_study`).
-    extra : dict, optional
-        Settings that come with the study from elsewhere (the sample data's
-        known calibration), named ``extra_source`` in the tooltips.
-
-    Returns
-    -------
-    StudyDefaults
-    """
-    from spectrack.errors import SpectrackError
-    from spectrack.load import load_study
-    from spectrack.quantification.parameters import resolve_parameters
-
-    study = load_study(path)
-    sp = Path(study.path)
-    base = sp.parent if sp.is_file() else sp
-    values: dict[str, tuple[object, str]] = {}
-    own: dict[str, object] = {}
-    file_settings = getattr(study, "settings", None) or {}
-    if file_settings:  # the study file beside the data
-        where = sp.name if sp.is_file() else "study file"
-        for k, v in _own_settings(file_settings, where=where, base=base).items():
-            own[k] = v
-            values[k] = (v, f"study file {where}")
-    if extra:
-        for k, v in _own_settings(extra, where=extra_source or "study", base=base).items():
-            own.setdefault(k, v)
-            values.setdefault(k, (v, extra_source or "study"))
-    try:  # what the run would use, with sources (reads the study file too)
-        p = resolve_parameters(study)
-    except SpectrackError:  # something is missing: take what the headers have
-        p = None
-    found = {}
-    if p is not None:
-        for key in ("injected_mbq", "injection_time", "half_life_h", "radionuclide"):
-            s = getattr(p, key)
-            found[key] = (s.value, s.source)
-    em = study.timepoints[0].emission
-    for key, meta_key in (("injected_mbq", "injected_activity_mbq"), ("injection_time", "injection_time"),
-                          ("half_life_h", "half_life_h"), ("radionuclide", "radionuclide")):
-        if key not in found and em.get(meta_key) is not None:
-            found[key] = (em.get(meta_key), em.source(meta_key) or "header")
-    for key, vs in found.items():  # the resolved values replace the raw study-file ones (same numbers)
-        values[key] = vs
-    if "species" not in values:
-        for s in [tp.emission for tp in study.timepoints] + [tp.ct for tp in study.timepoints if tp.ct]:
-            preset = species_preset(s.get("species_description"))
-            if preset is not None:
-                values["species"] = (preset, f"{s.source('species_description') or 'header'} "
-                                              f"({s.get('species_description')})")
-                break
-    label_file = None
-    if "labels" in own:
-        from spectrack import settings as sm
-
-        lab = own["labels"]
-        if hasattr(sm, "labels_for_study"):  # a per-study pattern ('{study}/labels.nii.gz', '*_dseg.nii.gz')
-            lab = sm.labels_for_study(lab, study.path)
-        label_file = (Path(lab), values["labels"][1])
-    else:
-        lf = _beside(study)
-        if lf is not None:
-            label_file = (lf, "found beside the study")
-    for k in FIELD_KEYS:
-        own.pop(k, None)
-    return StudyDefaults(study=study, values=values, own=own, label_file=label_file)
-
-
-class QuantifyWidget(QWidget):
+class QuantifyWidget(ResultsMixin, QWidget):
     """Dock widget: %ID per region over time with :func:`spectrack.pipeline.run_study`.
 
     Parameters
@@ -796,238 +620,6 @@ class QuantifyWidget(QWidget):
             msg = f"spectrack: unexpected error: {type(exc).__name__}: {exc}"
         self.status_label.setText(" ".join(msg.split()))
         _show("error", msg)
-
-    def _on_result(self, result) -> None:
-        self.result = result
-        if self.study is None or self.study is not result.study:
-            self.study = result.study
-        self.progress_bar.setValue(100)
-        n_warn = len(result.metadata.get("warnings", []))
-        self.status_label.setText("done" + (f" ({n_warn} warning(s): see the notifications)" if n_warn else ""))
-        for w in result.metadata.get("warnings", []):
-            _show("warning", f"spectrack: {w}")
-        self._fill_table(result.table)
-        self.table_title.setText(f"%ID of {result.study.subject} (decay-corrected to injection)")
-        self._publish(result)
-        self._set_export_enabled(True)
-
-    def _fill_table(self, table) -> None:
-        df = table[table["kind"].isin(TABLE_KINDS)]
-        piv = df.pivot_table(index="region", columns="timepoint", values="pct_id", sort=False)
-        times = df.groupby("timepoint")["time_h"].first()
-        self.table.clear()
-        self.table.setRowCount(len(piv.index))
-        self.table.setColumnCount(len(piv.columns))
-        self.table.setHorizontalHeaderLabels([_hours(times[c]) for c in piv.columns])
-        self.table.setVerticalHeaderLabels([str(r) for r in piv.index])
-        for i, (_, row) in enumerate(piv.iterrows()):
-            for j, v in enumerate(row.values):
-                item = QTableWidgetItem("" if not np.isfinite(v) else f"{v:.2f}")
-                item.setData(Qt.UserRole, float(v))
-                item.setToolTip("" if not np.isfinite(v) else f"{piv.index[i]} at {times[piv.columns[j]]:.2f} h: "
-                                f"{v:.4f} %ID")
-                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
-                self.table.setItem(i, j, item)
-        self.table.resizeColumnsToContents()
-        QTimer.singleShot(0, self._fit_table_width)  # once the headers are laid out
-
-    def _fit_table_width(self) -> None:
-        """Wide enough for every time point: the dock grows rather than hiding the last columns."""
-        from qtpy.QtWidgets import QDockWidget
-
-        t = self.table
-        need = max(t.verticalHeader().width(), t.verticalHeader().sizeHint().width()) + \
-            t.horizontalHeader().length() + t.verticalScrollBar().sizeHint().width() + 2 * t.frameWidth() + 4
-        t.setMinimumWidth(min(need, 760))
-
-        dock = self.parentWidget()
-        while dock is not None and not isinstance(dock, QDockWidget):
-            dock = dock.parentWidget()
-        main = dock.parentWidget() if dock is not None else None
-        if not isinstance(main, QMainWindow):
-            return
-        need = self.minimumSizeHint().width() + 24  # + the scroll area's frame and scroll bar
-        if dock.width() < need:
-            main.resizeDocks([dock], [need], Qt.Horizontal)
-
-    def table_values(self):
-        """The table as a DataFrame of region x time point %ID (full precision)."""
-        import pandas as pd
-
-        rows = [self.table.verticalHeaderItem(i).text() for i in range(self.table.rowCount())]
-        cols = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
-        vals = [[self.table.item(i, j).data(Qt.UserRole) for j in range(len(cols))] for i in range(len(rows))]
-        return pd.DataFrame(vals, index=rows, columns=cols)
-
-    def _results_layer_for(self, path, name):
-        """The Labels layer holding this study's regions of the same kind from an earlier run."""
-        for ly in self._labels_layers():
-            entry = self._entry(ly)
-            if entry.get("results_layer") and entry.get("path") == path and ly.name == name:
-                return ly
-        return None
-
-    def _publish(self, result) -> None:
-        """Put the results on the regions' Labels layer (the curve dock listens to it)."""
-        src, layer_name, label_file = self._run_source
-        path = self._run_path
-        entry = {"table": result.table, "path": path, "subject": result.study.subject,
-                 "half_life_h": (result.metadata.get("dose") or {}).get("half_life_h", {}).get("value"),
-                 "kinetics": result.kinetics, "run": uuid.uuid4().hex}
-        if src == SOURCE_LAYER and layer_name in self.viewer.layers:
-            layer = self.viewer.layers[layer_name]
-        else:
-            ref = getattr(self, "_reference", 0)
-            lm = result.labels[min(ref, len(result.labels) - 1)] if result.labels else None
-            if lm is None:
-                return
-            kind = "automatic regions" if src == SOURCE_AUTO else f"regions {Path(label_file).name}"
-            name = f"{result.study.subject} {kind}"
-            layer = self._results_layer_for(path, name)
-            data, kwargs, _ = label_layer_data(lm, name=name, study_path=path)
-            if layer is not None:
-                layer.data = data
-                layer.affine = kwargs["affine"]
-                layer.features = kwargs["features"]
-            else:
-                kwargs["metadata"][METADATA_KEY]["results_layer"] = True
-                layer = self.viewer.add_labels(data, **kwargs)
-            # quantify what is shown from now on: edits to this layer count on the next run
-            self.results_layer = layer
-            self._use_layer(layer)
-            self._source_chosen = True
-        meta = dict(layer.metadata or {})
-        entry = {**meta.get(METADATA_KEY, {}), **entry, "role": "labels"}
-        meta[METADATA_KEY] = entry
-        layer.metadata = meta  # emits layer.events.metadata: the curve dock redraws
-        self.results_layer = layer
-        self._ensure_curve_dock()
-
-    def _ensure_curve_dock(self) -> None:
-        window = getattr(self.viewer, "window", None)
-        if window is None or not hasattr(window, "add_plugin_dock_widget"):
-            return
-        try:
-            dock, self.curve_widget = window.add_plugin_dock_widget("spectrack", "Time-activity curves")
-        except (KeyError, ValueError, RuntimeError) as e:  # plugin not registered (e.g. used standalone)
-            log.debug("no curve dock: %s", e)
-            return
-        main = dock.parentWidget()
-        if isinstance(main, QMainWindow) and not getattr(self, "_curve_dock_placed", False):
-            # the right-hand docks (this one, with its table) keep the full height; the plots go under the canvas
-            main.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
-            main.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
-            if main.dockWidgetArea(dock) != Qt.BottomDockWidgetArea:
-                main.addDockWidget(Qt.BottomDockWidgetArea, dock)
-            main.resizeDocks([dock], [max(300, main.height() // 3)], Qt.Vertical)
-            self._curve_dock_placed = True
-
-    # --------------------------------------------------------------- export
-    def _ask_path(self, title: str, default: str, filt: str) -> str | None:
-        f, _ = QFileDialog.getSaveFileName(self, title, default, filt)
-        return f or None
-
-    def _need_result(self):
-        from spectrack.errors import InputError
-
-        if self.result is None:
-            raise InputError("nothing to export yet: run Quantify first")
-        return self.result
-
-    def export_table(self, path=None) -> Path | None:
-        """Write the full region table (CSV, the columns of ``spectrack quantify``)."""
-        try:
-            res = self._need_result()
-            path = path or self._ask_path("Save region table", "regions.csv", "CSV (*.csv)")
-            if not path:
-                return None
-            from spectrack.io_utils import atomic_path
-
-            with atomic_path(Path(path)) as tmp:
-                res.table.to_csv(tmp, index=False, float_format="%.9g")
-            _show("info", f"spectrack: wrote {path}")
-            return Path(path)
-        except Exception as e:
-            self._report_error(e)
-            return None
-
-    def _current_label_map(self):
-        """The regions as shown (edits included)."""
-        if self.results_layer is not None and self.results_layer in self.viewer.layers:
-            ref = self.study.timepoints[0].emission.image if self.study is not None else None
-            return layer_label_map(self.results_layer, reference=ref)
-        res = self._need_result()
-        return res.labels[min(getattr(self, "_reference", 0), len(res.labels) - 1)]
-
-    def export_labels(self, path=None) -> Path | None:
-        """Write the regions as NIfTI (names in ``<stem>.tsv``)."""
-        try:
-            self._need_result()
-            path = path or self._ask_path("Save label map", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)")
-            if not path:
-                return None
-            from spectrack.regions.labels import write_label_map
-
-            out = write_label_map(self._current_label_map(), path)
-            _show("info", f"spectrack: wrote {out}")
-            return Path(out)
-        except Exception as e:
-            self._report_error(e)
-            return None
-
-    def export_dicom_seg(self, path=None) -> Path | None:
-        """Write the regions as a DICOM SEG referencing the reference time point's CT series."""
-        try:
-            res = self._need_result()
-            from spectrack.errors import InputError
-
-            ref = getattr(self, "_reference", 0)
-            ct = res.study.timepoints[ref].ct
-            files = [f for f in (ct.files if ct is not None else []) if not str(f).endswith((".nii", ".nii.gz"))]
-            if not files:
-                raise InputError("DICOM SEG needs the study's CT as DICOM files: this study has none; "
-                                 "export the labels as NIfTI instead")
-            path = path or self._ask_path("Save DICOM SEG", "regions_seg.dcm", "DICOM (*.dcm)")
-            if not path:
-                return None
-            from spectrack.regions.dicomseg import write_dicom_seg
-
-            out = write_dicom_seg(self._current_label_map(), files, path)
-            _show("info", f"spectrack: wrote {out}")
-            return Path(out)
-        except Exception as e:
-            self._report_error(e)
-            return None
-
-    @staticmethod
-    def _report_writer():
-        try:
-            from spectrack.report import write_report
-        except ImportError:
-            return None
-        return write_report
-
-    def export_report(self, out_dir=None) -> list[Path]:
-        """Write the report of the last run (``spectrack.report.write_report``) into a folder."""
-        try:
-            res = self._need_result()
-            writer = self._report_writer()
-            if writer is None:
-                from spectrack.errors import InputError
-
-                raise InputError("this spectrack has no report writer (spectrack.report.write_report)")
-            out_dir = out_dir or QFileDialog.getExistingDirectory(self, "Folder for the report")
-            if not out_dir:
-                return []
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            outputs = writer(res, Path(out_dir)) or {}
-            paths = [Path(p) for p in (outputs.values() if isinstance(outputs, dict) else outputs)]
-            _show("info", f"spectrack: wrote {', '.join(str(p) for p in paths) or out_dir}")
-            return paths
-        except Exception as e:
-            self._report_error(e)
-            return []
-
 
 def _run(path, settings, labels, study, progress, cancel):
     """Worker body: the one orchestration function."""
