@@ -132,7 +132,7 @@ def _acceptable(fit) -> bool:
 
 
 def _fits_from_kinetics(kinetics, quantity: str, correction: str, scale: float) -> dict:
-    """``{region: callable or None}`` from a pipeline :class:`~spectrack.kinetics.auc.KineticsResult`.
+    """``{region: callable or None}`` from a pipeline :class:`~spectrack.kinetics.analyse.KineticsResult`.
 
     None marks a region whose chosen fit has quality issues (the ``quality``
     column is not ``"ok"``): better no line than a misleading one.

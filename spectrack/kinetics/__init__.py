@@ -6,17 +6,18 @@
   2 units, R^2 >= 0.9);
 * :mod:`~spectrack.kinetics.auc`: AUC / time-integrated activity (TIA) and its
   coefficient (MIRD residence time), Cmax, Tmax, half-lives, MRT;
+* :mod:`~spectrack.kinetics.analyse`: all of it for every region of a table
+  (:func:`analyse_kinetics`, the pipeline's kinetics stage);
 * :mod:`~spectrack.kinetics.recovery`: recovery coefficients and the geometric
   transfer matrix (partial-volume correction);
 * :mod:`~spectrack.kinetics.uncertainty`: Monte Carlo intervals on %ID and on
   everything derived from it.
 """
 
+from .analyse import KineticsResult, analyse_kinetics
 from .auc import (
     Integral,
-    KineticsResult,
     KineticSummary,
-    analyse_kinetics,
     back_extrapolate,
     biological_half_life_h,
     effective_from_biological_h,

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 from scipy import integrate, ndimage, optimize, special
@@ -473,6 +474,20 @@ def gtm_correct(
                      cond, method, notes)
 
 
+def _per_timepoint(obj, tps, what):
+    """One value per time point ``tps`` from a mapping (by time point), a list (in order) or a single value."""
+    if isinstance(obj, Mapping):
+        missing = [t for t in tps if t not in obj]
+        if missing:
+            raise KeyError(f"no {what} for time points {missing}")
+        return [obj[t] for t in tps]
+    if isinstance(obj, (list, tuple)):
+        if len(obj) != len(tps):
+            raise ValueError(f"{len(obj)} {what} for {len(tps)} time points")
+        return list(obj)
+    return [obj] * len(tps)
+
+
 def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = True, truncate: float = 4.0,
                        fractions=None):
     """Add GTM-corrected (partial-volume-corrected) columns to a quantification table.
@@ -517,7 +532,6 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
     """
     from ..regions.labels import LabelMap
     from ..regions.vocabulary import GROUPS
-    from .uncertainty import _per_timepoint
 
     df = table.copy()
     n = len(df)

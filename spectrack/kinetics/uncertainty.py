@@ -47,12 +47,13 @@ correlated exactly as above.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
 from ..geometry import Image
+from .recovery import _per_timepoint
 
 __all__ = [
     "DEFAULT_CALIBRATION_CV",
@@ -394,19 +395,6 @@ def region_spread(image_array: np.ndarray, mask: np.ndarray) -> tuple[float, flo
     ero = ndimage.binary_erosion(m, _STRUCT)
     dil = ndimage.binary_dilation(m, _STRUCT)
     return float(v[m].sum()), float(v[ero].sum()), float(v[dil].sum())
-
-
-def _per_timepoint(obj, tps, what):
-    if isinstance(obj, Mapping):
-        missing = [t for t in tps if t not in obj]
-        if missing:
-            raise KeyError(f"no {what} for time points {missing}")
-        return [obj[t] for t in tps]
-    if isinstance(obj, (list, tuple)):
-        if len(obj) != len(tps):
-            raise ValueError(f"{len(obj)} {what} for {len(tps)} time points")
-        return list(obj)
-    return [obj] * len(tps)
 
 
 def _row_mask(row, lab, rev, groups):
