@@ -527,53 +527,9 @@ def run_study(
     label_map0 = _label_record(lab[0] if isinstance(lab, list) else lab)
     lab = None
 
-    kin = None
     step("kinetics", 0.7)
-    n_tp = len(study.timepoints)
-    if n_tp >= 3:
-        from .kinetics import analyse_kinetics
-
-        lab0 = details.labels_per_timepoint[reference]
-        inj, inj_txt = injected_regions(lab0, settings.injected_region)
-        kin_notes.append("integrals start at 0 at injection for every region"
-                         + (f" but {', '.join(inj)} (and groups holding them), which start at the content "
-                            f"back-extrapolated from the first two scans: {inj_txt}" if inj else f": {inj_txt}"))
-        # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number; with
-        # recovery correction the corrected curves get their own kinetics (quantity pct_id_pvc)
-        quantities = ("pct_id", "pct_id_pvc") if "pct_id_pvc" in table else ("pct_id",)
-        n_kd = min(settings.kinetics_draws, settings.uncertainty_draws)
-        kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=quantities,
-                               injected_regions=inj, draws=curve_draws if n_kd > 0 else None, max_draws=n_kd)
-        if n_kd > 0 and curve_draws is not None:
-            kin_notes.append(f"intervals on AUC, TIA, MRT, TIAC and half-lives: the first {n_kd} Monte Carlo draws "
-                             "of each curve (all uncertainty terms) refitted with the model chosen for the nominal "
-                             "curve and reintegrated; 95 % percentile intervals (kinetics.csv lo, hi)")
-    else:
-        kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
-    neuraxis = None
-    front = None
-    neuraxis_warnings: list[str] = []
-    vert_table = None
-    spread = None
-    from .regions.vocabulary import CANAL_LEVELS
-
-    if any(n in CANAL_LEVELS for n in label_map0.names.values()):
-        from .regions.neuraxis import profile_study, spread_measures, tracer_front
-
-        neuraxis = profile_study(study, details.labels_per_timepoint, details.calibrations, details.params,
-                                 margin_mm=settings.neuraxis_margin_mm)
-        if len(neuraxis):
-            front = tracer_front(neuraxis).to_dict(orient="records")
-            sp = spread_measures(neuraxis)
-            spread = {"per_timepoint": sp.to_dict(orient="records"),
-                      **{k: v for k, v in sp.attrs.items()}}
-        neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
-        auto_meta = label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict) else None
-        if isinstance(auto_meta, dict) and auto_meta.get("vertebrae") and len(neuraxis):
-            from .regions.neuraxis import vertebra_table
-
-            vert_table = vertebra_table(neuraxis, auto_meta["vertebrae"])
-            neuraxis_warnings += vert_table.attrs.get("warnings", [])
+    kin = _kinetics_stage(table, study, details, settings, curve_draws, reference, kin_notes)
+    neuraxis, front, spread, neuraxis_warnings, vert_table = _neuraxis_stage(study, details, settings, label_map0)
     step("report", 0.85)
     inputs = study.input_files + label_inputs + ([Path(study_file["path"])] if study_file else [])
     meta = {
@@ -608,6 +564,60 @@ def run_study(
         result.outputs = {k: final / Path(v).relative_to(out) for k, v in result.outputs.items()}
     step("report", 1.0)
     return result
+
+
+def _kinetics_stage(table, study, details, settings, curve_draws, reference, kin_notes):
+    """Kinetics of every region (:func:`spectrack.kinetics.analyse_kinetics`), None with fewer than 3 scans;
+    the method notes go into ``kin_notes``."""
+    n_tp = len(study.timepoints)
+    if n_tp < 3:
+        kin_notes.append(f"kinetics not fitted: {n_tp} time point(s), at least 3 needed")
+        return None
+    from .kinetics import analyse_kinetics
+
+    lab0 = details.labels_per_timepoint[reference]
+    inj, inj_txt = injected_regions(lab0, settings.injected_region)
+    kin_notes.append("integrals start at 0 at injection for every region"
+                     + (f" but {', '.join(inj)} (and groups holding them), which start at the content "
+                        f"back-extrapolated from the first two scans: {inj_txt}" if inj else f": {inj_txt}"))
+    # activity_mbq is pct_id times a constant: fitting pct_id alone gives every kinetic number; with
+    # recovery correction the corrected curves get their own kinetics (quantity pct_id_pvc)
+    quantities = ("pct_id", "pct_id_pvc") if "pct_id_pvc" in table else ("pct_id",)
+    n_kd = min(settings.kinetics_draws, settings.uncertainty_draws)
+    kin = analyse_kinetics(table, half_life_h=details.params.half_life_h.value, quantities=quantities,
+                           injected_regions=inj, draws=curve_draws if n_kd > 0 else None, max_draws=n_kd)
+    if n_kd > 0 and curve_draws is not None:
+        kin_notes.append(f"intervals on AUC, TIA, MRT, TIAC and half-lives: the first {n_kd} Monte Carlo draws "
+                         "of each curve (all uncertainty terms) refitted with the model chosen for the nominal "
+                         "curve and reintegrated; 95 % percentile intervals (kinetics.csv lo, hi)")
+    return kin
+
+
+def _neuraxis_stage(study, details, settings, label_map0):
+    """The canal profile, half-maximum front, spread measures, their warnings and the per-vertebra table
+    (None, None, None, [], None without canal levels)."""
+    from .regions.vocabulary import CANAL_LEVELS
+
+    neuraxis = front = spread = vert_table = None
+    neuraxis_warnings: list[str] = []
+    if not any(n in CANAL_LEVELS for n in label_map0.names.values()):
+        return neuraxis, front, spread, neuraxis_warnings, vert_table
+    from .regions.neuraxis import profile_study, spread_measures, tracer_front
+
+    neuraxis = profile_study(study, details.labels_per_timepoint, details.calibrations, details.params,
+                             margin_mm=settings.neuraxis_margin_mm)
+    if len(neuraxis):
+        front = tracer_front(neuraxis).to_dict(orient="records")
+        sp = spread_measures(neuraxis)
+        spread = {"per_timepoint": sp.to_dict(orient="records"), **{k: v for k, v in sp.attrs.items()}}
+    neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
+    auto_meta = label_map0.image.meta.get("auto_regions") if isinstance(label_map0.image.meta, dict) else None
+    if isinstance(auto_meta, dict) and auto_meta.get("vertebrae") and len(neuraxis):
+        from .regions.neuraxis import vertebra_table
+
+        vert_table = vertebra_table(neuraxis, auto_meta["vertebrae"])
+        neuraxis_warnings += vert_table.attrs.get("warnings", [])
+    return neuraxis, front, spread, neuraxis_warnings, vert_table
 
 
 def _label_record(lm):
