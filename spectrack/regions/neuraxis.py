@@ -543,12 +543,14 @@ def spread_measures(profile, *, edge_fraction: float = EDGE_FRACTION, window_mm:
 
 
 # ------------------------------------------------------------------ output
-#: Axis labels of the profile columns a figure may draw.
-_VALUE_LABELS = {"pct_id_per_cm": "%ID per cm, decay-corrected", "pct_id_per_ml": "%ID per mL, decay-corrected",
-                 "pct_id_per_cm_uncorrected": "%ID per cm, not decay-corrected", "pct_id": "%ID per slab"}
+#: Axis labels of the profile columns a figure may draw (this module's figure and the report's).
+PROFILE_AXIS_LABELS = {"pct_id_per_cm": "%ID per cm of canal, decay-corrected",
+                       "pct_id_per_cm_uncorrected": "%ID per cm of canal, not decay-corrected",
+                       "pct_id_per_ml": "%ID per mL of canal, decay-corrected",
+                       "mbq": "MBq per slab at scan start", "pct_id": "%ID per slab, decay-corrected"}
 
 
-def plot_profile(profile, path, *, value: str = "pct_id_per_cm"):
+def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     """Save a figure of the profile: heat map (distance x time) and overlaid profiles with the leading edge.
 
     Parameters
@@ -557,6 +559,8 @@ def plot_profile(profile, path, *, value: str = "pct_id_per_cm"):
         From :func:`profile_study`.
     path : path-like
         PNG file to write (atomically).
+    spread : pandas.DataFrame, optional
+        :func:`spread_measures` of ``profile`` (computed when omitted).
     value : str
         Profile column to draw.
 
@@ -571,7 +575,9 @@ def plot_profile(profile, path, *, value: str = "pct_id_per_cm"):
 
     from ..io_utils import atomic_path
 
-    edge = spread_measures(profile).set_index("timepoint")["leading_edge_mm"]
+    if spread is None:
+        spread = spread_measures(profile)
+    edge = spread.set_index("timepoint")["leading_edge_mm"]
     tps = sorted(profile["timepoint"].unique())
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax0, ax1 = fig.subplots(1, 2)
@@ -586,7 +592,7 @@ def plot_profile(profile, path, *, value: str = "pct_id_per_cm"):
     ax0.set_yticks(range(len(tps)), [f"{t:.2f} h" for t in times])
     ax0.set_xlabel("distance from injection level along the canal (mm, rostral +)")
     ax0.set_ylabel("scan")
-    label = _VALUE_LABELS.get(value, value.replace("_", " "))
+    label = PROFILE_AXIS_LABELS.get(value, value.replace("_", " "))
     fig.colorbar(im, ax=ax0, label=label)
     for n, t in enumerate(tps):
         if t in edge.index and np.isfinite(edge.loc[t]):
@@ -745,5 +751,5 @@ def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "
             df.to_csv(tmp, index=False, float_format="%.9g")
         written[name] = out / name
     if plot:
-        written["neuraxis_profile.png"] = plot_profile(profile, out / "neuraxis_profile.png")
+        written["neuraxis_profile.png"] = plot_profile(profile, out / "neuraxis_profile.png", spread=spread)
     return written

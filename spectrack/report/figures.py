@@ -490,10 +490,6 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
 
 
 # ------------------------------------------------------------------ neuraxis profile
-_Y_LABELS = {"pct_id_per_cm": "%ID per cm of canal, decay-corrected",
-             "pct_id_per_cm_uncorrected": "%ID per cm of canal, not decay-corrected",
-             "mbq": "MBq per slab at scan start", "pct_id": "%ID per slab, decay-corrected"}
-
 
 def profile_figure(profile, *, value: str = "pct_id_per_cm"):
     """Activity along the neuraxis, one line per time point, and the rostral spread over time.
@@ -559,7 +555,9 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
     ax.text(0.0, 0.97, " injection level", transform=ax.get_xaxis_transform(), ha="left", va="top",
             fontsize=8, color="tab:red")
     ax.set_xlabel("distance from the injection level along the canal (mm; positive = rostral)", fontsize=9)
-    ax.set_ylabel(_Y_LABELS.get(value, value), fontsize=9)
+    from ..regions.neuraxis import PROFILE_AXIS_LABELS
+
+    ax.set_ylabel(PROFILE_AXIS_LABELS.get(value, value), fontsize=9)
     ax.set_ylim(bottom=0.0)
     ax.tick_params(labelsize=8)
     ax.legend(title="time after injection" + ("  (dashed: the leading edge)" if spread is not None else ""),
