@@ -185,6 +185,14 @@ class _ListHandler(logging.Handler):
         self.lines.append(f"{record.levelname.lower()}: {record.name}: {record.getMessage()}")
 
 
+def _keep_last_good(outcome: dict, final: Path) -> dict:
+    """A failed study's outcome keeps its last good result (``final`` holding ``regions.csv``), marked stale:
+    it stays until a new one is complete, and the cohort table says it is old."""
+    if (final / "regions.csv").is_file():
+        outcome.update(out_dir=str(final), stale=True)
+    return outcome
+
+
 def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
     """Run one study of a batch (the Dask task); never raises for a bad study.
 
@@ -274,9 +282,8 @@ def run_one(spec: dict, out_root: str, force: bool = False) -> dict:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    if outcome["status"] == "failed" and (final / "regions.csv").is_file():
-        # the last good result stays until a new one is complete; the cohort table marks it stale
-        outcome.update(out_dir=str(final), stale=True)
+    if outcome["status"] == "failed":
+        _keep_last_good(outcome, final)
     outcome["seconds"] = time.perf_counter() - t0
     outcome["peak_rss_mb"] = _peak_rss_mb()
     outcome["n_warnings"] = len(warn_lines)
@@ -456,12 +463,10 @@ def run_batch(
                 try:
                     o = StudyOutcome(**fut.result())
                 except Exception as e:  # the worker died (KilledWorker) or the task could not run there
-                    o = StudyOutcome(study=spec["study"], path=spec["path"], status="failed",
-                                     reason=" ".join(f"{type(e).__name__}: {e}".split()),
-                                     error_type=type(e).__name__, exit_code=1)
-                    final = out.resolve() / "studies" / spec["study"]
-                    if (final / "regions.csv").is_file():  # as run_one does: the last good result stays, stale
-                        o.out_dir, o.stale = str(final), True
+                    failed = dict(study=spec["study"], path=spec["path"], status="failed",
+                                  reason=" ".join(f"{type(e).__name__}: {e}".split()),
+                                  error_type=type(e).__name__, exit_code=1)
+                    o = StudyOutcome(**_keep_last_good(failed, out.resolve() / "studies" / spec["study"]))
                 results[o.study] = o
                 if progress is not None:
                     progress(o, len(results), len(specs))
