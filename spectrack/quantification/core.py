@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..load.model import Study
 from ..physics import decay_factor
-from ..regions.labels import LabelMap
+from ..regions.labels import LabelMap, read_label_map
 from ..regions.vocabulary import GROUPS
 from .calibration import Calibration, calibrate_study
 from .parameters import DoseParameters, resolve_parameters
@@ -112,7 +112,6 @@ def quantify(
         One row per time point and region (columns in :data:`TABLE_COLUMNS`);
         ``df.attrs["metadata"]`` holds the parameters used and their sources.
     """
-    from ..regions.labels import read_label_map
     from ..settings import settings_from_mapping
 
     if not isinstance(study, Study):
@@ -139,7 +138,7 @@ def quantify(
             raise InputError(f"quantify(): {name} is time-zone-aware ({value.isoformat()}): give the naive local "
                              "time of the scanner's clock, as the images' headers state their times "
                              "(e.g. value.astimezone(scanner_zone).replace(tzinfo=None))")
-    labels = _checked_labels(labels, len(study.timepoints), read_label_map)
+    labels = _checked_labels(labels, len(study.timepoints))
     transforms = _checked_transforms(transforms, len(study.timepoints))
     params = resolve_parameters(
         study, injected_mbq=injected_mbq, injection_time=injection_time,
@@ -303,7 +302,7 @@ def _identical_grid(a, b) -> bool:
             and np.array_equal(a.spacing_mm, b.spacing_mm) and np.array_equal(a.direction, b.direction))
 
 
-def _checked_labels(labels, n_timepoints: int, read_label_map):
+def _checked_labels(labels, n_timepoints: int):
     """A LabelMap, or a list of one per time point; paths are read. Anything else is an InputError."""
     def one(lm, what):
         if isinstance(lm, (str, bytes)) or hasattr(lm, "__fspath__"):
