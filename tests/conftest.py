@@ -42,6 +42,25 @@ def _write(path, img, side=None):
         path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(side))
 
 
+def fuzz_step(cases, kind: str, fn):
+    """One counted fuzz step: ``fn()``'s result, or None when it is refused with a one-line SpectrackError
+    (counted as ``kind + ': refused'``); any other exception is counted under ``failures`` and re-raised."""
+    from spectrack.errors import SpectrackError
+
+    cases[kind] += 1
+    try:
+        out = fn()
+    except SpectrackError as e:
+        msg = str(e)
+        assert msg.strip() and "\n" not in msg and "Traceback" not in msg, repr(msg)
+        cases[kind + ": refused"] += 1
+        return None
+    except BaseException:
+        cases["failures"] += 1
+        raise
+    return out
+
+
 def make_nifti_study(tmp_path, units="Bq/mL", times_h=(0.5, 4.0, 26.0), frac=((0.3, 0.1), (0.2, 0.25), (0.05, 0.4)),
                      duration_s=1200.0):
     """Two regions holding given fractions of the injected dose (decay-corrected)."""

@@ -48,10 +48,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_nifti_study  # noqa: E402
+from conftest import fuzz_step, make_nifti_study  # noqa: E402
 
 import spectrack  # noqa: E402
-from spectrack.errors import SpectrackError  # noqa: E402
 from spectrack.regions.labels import RESERVED_NAMES, read_label_map  # noqa: E402
 from spectrack.regions.vocabulary import GROUPS  # noqa: E402
 
@@ -128,18 +127,7 @@ def _names_tsv(folder: Path, rows, *, header=True, name="labels", encoding="utf-
 
 def _run(kind: str, fn):
     """One step of a case: its result, or None when refused in one line; anything else fails the test."""
-    CASES[kind] += 1
-    try:
-        out = fn()
-    except SpectrackError as e:
-        msg = str(e)
-        assert msg.strip() and "\n" not in msg and "Traceback" not in msg, repr(msg)
-        CASES[kind + ": refused"] += 1
-        return None
-    except BaseException:
-        CASES["failures"] += 1
-        raise
-    return out
+    return fuzz_step(CASES, kind, fn)
 
 
 def _wrong(msg: str):

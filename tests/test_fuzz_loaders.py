@@ -30,8 +30,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import fuzz_step
 from spectrack.cli import main
-from spectrack.errors import SpectrackError
 from spectrack.load.dicom import load_dicom_folder, read_nm_multiframe
 from spectrack.load.nifti import read_nifti_series
 from spectrack.load.study import load_study
@@ -278,18 +278,7 @@ def _check_series(s) -> None:
 
 def run_case(kind: str, fn):
     """Run one fuzz case: success or a one-line SpectrackError; anything else is counted and re-raised."""
-    CASES[kind] += 1
-    try:
-        out = fn()
-    except SpectrackError as e:
-        msg = str(e)
-        assert msg.strip() and "\n" not in msg and "Traceback" not in msg
-        CASES[kind + ": refused"] += 1
-        return None
-    except BaseException:
-        CASES["failures"] += 1
-        raise
-    return out
+    return fuzz_step(CASES, kind, fn)
 
 
 # ------------------------------------------------------------------ DICOM
