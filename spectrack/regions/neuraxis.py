@@ -607,7 +607,7 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     ax1.axvline(0.0, color="k", lw=0.8)
     ax1.set_xlabel("distance from injection level (mm, rostral +)")
     ax1.set_ylabel(label)
-    ax1.set_title("neuraxis profile; dashed: leading edge (10 % of the canal's activity rostral of it)",
+    ax1.set_title("neuraxis profile\ndashed: leading edge (10 % of the canal's activity rostral of it)",
                   fontsize=9)
     ax1.legend(fontsize="small")
     path = Path(path)
