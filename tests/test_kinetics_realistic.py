@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import spectrack.kinetics.fits as fits_mod
+import spectrack.kinetics.least_squares as least_squares_mod
+import spectrack.kinetics.starting_values as starting_values_mod
 from spectrack.kinetics import analyse_kinetics, fit_models, fit_tac, tac_metrics
 from spectrack.kinetics.auc import terminal_rate
 
@@ -101,8 +103,8 @@ def test_results_do_not_depend_on_units_or_solver_settings(name, monkeypatch):
     assert not _same(ref_mbq, big, 1e-6, scale=1000.0)
     # a coarser / finer start grid and more or fewer refined starts give the same numbers
     for grid, starts in ((7, 1), (16, 3)):
-        monkeypatch.setattr(fits_mod, "_GRID_PER_DECADE", grid)
-        monkeypatch.setattr(fits_mod, "_N_STARTS", starts)
+        monkeypatch.setattr(starting_values_mod, "_GRID_PER_DECADE", grid)
+        monkeypatch.setattr(least_squares_mod, "_N_STARTS", starts)
         alt, _ = _metrics(T6, y)
         assert not _same(ref, alt, 1e-4), (grid, starts)
     # a 1e-7 change of the data changes no result by more than ~1e-5 (no jumps from solver noise)
