@@ -26,70 +26,14 @@ from ..errors import InconsistentInputError, InputError
 from ..settings import STUDY_FILE_NAMES as _STUDY_FILE_NAMES
 from .duplicates import drop_duplicate_scans
 from .model import Series, Study, TimePoint
-from .nifti import (find_nifti_files, is_label_file, parse_datetime, read_nifti_series, read_scans_tsv)
+from .nifti import parse_datetime
+from .readers import load_series
 
 __all__ = ["load_study", "load_series", "read_study_file", "NOMINAL_DATE"]
 
 #: Date used when only times relative to injection are known.
 NOMINAL_DATE = dt.date(2000, 1, 1)
 _PAIR_WINDOW = dt.timedelta(hours=2)
-
-
-def _is_probably_dicom_candidate(p: Path) -> bool:
-    name = p.name.lower()
-    if name.startswith("."):
-        return False
-    if name.endswith((".nii", ".nii.gz", ".json", ".tsv", ".toml", ".csv", ".txt", ".md", ".tfm", ".png", ".html",
-                      ".parquet", ".log")):
-        return False
-    return True
-
-
-def load_series(path) -> tuple[list[Series], list[str]]:
-    """Load every image series under ``path`` (DICOM and NIfTI).
-
-    Returns
-    -------
-    series : list of Series
-    warnings : list of str
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist: give the folder of the study's images")
-    warnings: list[str] = []
-    series: list[Series] = []
-    if path.is_file():
-        if path.name.endswith((".nii", ".nii.gz")):
-            s = read_nifti_series(path, scans=read_scans_tsv(path.parent))
-            return [s], list(s.get("load_warnings") or [])
-        from .dicom import load_dicom_folder
-
-        return load_dicom_folder(path)
-    niftis = [p for p in find_nifti_files(path) if not is_label_file(p)]
-    if niftis:
-        scans = read_scans_tsv(path)
-        for p in niftis:
-            series.append(read_nifti_series(p, scans=scans))
-            warnings += [w for w in series[-1].get("load_warnings") or [] if w not in warnings]
-    others = [p for p in path.rglob("*") if p.is_file() and _is_probably_dicom_candidate(p)]
-    if others:
-        from .dicom import load_dicom_folder
-
-        try:
-            dseries, dwarn = load_dicom_folder(path)
-        except InputError:
-            if not series:
-                raise
-            dseries, dwarn = [], [f"no DICOM image series among {len(others)} other files in {path}"]
-        series += dseries
-        warnings += dwarn
-    if not series:
-        raise InputError(f"no image found in {path}: expected DICOM files or NIfTI volumes")
-    if niftis:  # DICOM alone was put on one clock by its loader; NIfTI sidecars may carry offsets too
-        from .dicom import normalise_timezones
-
-        normalise_timezones(series, warnings)
-    return series, warnings
 
 
 def _resolve_injection_dates(emissions: list[Series], warnings: list[str]) -> None:

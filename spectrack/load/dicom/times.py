@@ -2,10 +2,12 @@
 
 The parsers are hand-written, not :mod:`pydicom.valuerep` ``DA``/``TM``/``DT``:
 on every value in the test suite's files and in the real scanner files
-(``../shared/realdata``) the two agree, but pydicom takes or refuses other
-values than these parsers do (old ``HH:MM:SS`` times, date-only DT, trailing
-characters, leap seconds: see the note above each parser), so keeping them
-keeps what the loaders accept.
+(``../shared/realdata``) the two agree, except the placeholder dates (the
+EARL-PET ``ContentDate`` 00010101, which pydicom reads as year 1), but pydicom
+takes or refuses other values than these parsers do (old ``HH:MM:SS`` times,
+date-only DT, trailing characters, leap seconds: see the note above each
+parser), so keeping them keeps what the loaders accept.
+``tests/test_dicom_datetime_vs_pydicom.py`` shows each difference.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def _parse_tm(text: str) -> dt.time:
 
 
 # Not pydicom.valuerep.DT: DT takes a date without hour ("20250709", "2025") and trailing characters
-# ("20250709122804xyz": it matches a prefix), both refused here, takes any +HHMM offset (checked here
-# against PS3.5's -1200 to +1400), and warns on a leap second.
+# ("20250709122804xyz": it matches a prefix), both refused here, takes any +HHMM offset (checked here: at
+# most 14 h either way; PS3.5 says -1200 to +1400), and warns on a leap second.
 def _parse_dt(text: str) -> tuple[dt.datetime, str | None]:
     """DICOM DT (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``) to a naive datetime and the offset text.
 
