@@ -18,20 +18,6 @@ re-exported here, and :mod:`~spectrack.kinetics.recovery`,
 :mod:`~spectrack.kinetics.resolution` are kept for compatibility.
 """
 
-from .analyse import KineticsResult, analyse_kinetics
-from .auc import (
-    Integral,
-    KineticSummary,
-    back_extrapolate,
-    biological_half_life_h,
-    effective_from_biological_h,
-    effective_half_life_h,
-    integrate_fit,
-    integrate_tac,
-    peak,
-    tac_metrics,
-)
-from .fits import DEFAULT_MODELS, MODELS, FitResult, ModelSelection, fit_models, fit_tac, fits_to_frame, model_function
 from ..quantification.count_intervals import DEFAULT_CALIBRATION_CV, pct_id_interval, percentile_interval
 from ..quantification.interval_terms import boundary_sd_mm, region_spread
 from ..quantification.intervals import add_pct_id_intervals, noise_factor_from_replicates
@@ -47,6 +33,20 @@ from ..quantification.recovery import (
 )
 from ..quantification.recovery_table import add_gtm_correction
 from ..quantification.resolution import measure_fwhm
+from .analyse import KineticsResult, analyse_kinetics
+from .auc import (
+    Integral,
+    KineticSummary,
+    back_extrapolate,
+    biological_half_life_h,
+    effective_from_biological_h,
+    effective_half_life_h,
+    integrate_fit,
+    integrate_tac,
+    peak,
+    tac_metrics,
+)
+from .fits import DEFAULT_MODELS, MODELS, FitResult, ModelSelection, fit_models, fit_tac, fits_to_frame, model_function
 from .tac import QUANTITIES, TAC, get_tac, time_activity_curves
 from .uncertainty import derived_intervals, propagate
 

@@ -13,29 +13,31 @@ single-value model from counts), :mod:`~spectrack.quantification.interval_terms`
 
 from .calibration import Calibration, calibrate_study
 from .core import TABLE_COLUMNS, QuantResult, quantify
-from .count_intervals import DEFAULT_CALIBRATION_CV, pct_id_interval, percentile_interval
-from .interval_terms import boundary_sd_mm, region_spread
-from .intervals import add_pct_id_intervals, noise_factor_from_replicates
-from .memory import check_draw_memory
 from .parameters import DoseParameters, resolve_parameters
-from .recovery import (
-    FWHM_PRESETS_MM,
-    GTMResult,
-    cylinder_rc,
-    default_fwhm_mm,
-    gtm_correct,
-    gtm_matrix,
-    sigma_voxels,
-    sphere_rc,
-)
-from .recovery_table import add_gtm_correction
-from .resolution import image_fwhm_mm, measure_fwhm, measure_resolution, read_resolution_file
 from .stats import RegionIndex, region_stats
 
+#: Names re-exported lazily (PEP 562), by the module that holds them: importing the package (for
+#: :func:`quantify`) does not load the recovery correction and the interval code.
+_LAZY = {name: module for module, names in (
+    ("recovery", ("FWHM_PRESETS_MM", "GTMResult", "cylinder_rc", "sphere_rc", "default_fwhm_mm", "gtm_correct",
+                  "gtm_matrix", "sigma_voxels")),
+    ("recovery_table", ("add_gtm_correction",)),
+    ("resolution", ("measure_fwhm", "measure_resolution", "read_resolution_file", "image_fwhm_mm")),
+    ("intervals", ("add_pct_id_intervals", "noise_factor_from_replicates")),
+    ("count_intervals", ("DEFAULT_CALIBRATION_CV", "pct_id_interval", "percentile_interval")),
+    ("interval_terms", ("region_spread", "boundary_sd_mm")),
+    ("memory", ("check_draw_memory",)),
+) for name in names}
+
 __all__ = ["quantify", "QuantResult", "TABLE_COLUMNS", "Calibration", "calibrate_study", "DoseParameters",
-           "resolve_parameters", "RegionIndex", "region_stats",
-           "FWHM_PRESETS_MM", "GTMResult", "add_gtm_correction", "cylinder_rc", "sphere_rc", "default_fwhm_mm",
-           "gtm_correct", "gtm_matrix", "sigma_voxels", "measure_fwhm", "measure_resolution", "read_resolution_file",
-           "image_fwhm_mm",
-           "DEFAULT_CALIBRATION_CV", "add_pct_id_intervals", "pct_id_interval", "percentile_interval",
-           "region_spread", "boundary_sd_mm", "noise_factor_from_replicates", "check_draw_memory"]
+           "resolve_parameters", "RegionIndex", "region_stats", *_LAZY]
+
+
+def __getattr__(name):  # lazy re-exports (PEP 562)
+    if name not in _LAZY:  # first: the import system asks for submodules by this hook too
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import count_intervals, interval_terms, intervals, memory, recovery, recovery_table, resolution
+
+    homes = {"count_intervals": count_intervals, "interval_terms": interval_terms, "intervals": intervals,
+             "memory": memory, "recovery": recovery, "recovery_table": recovery_table, "resolution": resolution}
+    return getattr(homes[_LAZY[name]], name)
