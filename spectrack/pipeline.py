@@ -108,8 +108,8 @@ def _add_intervals(table, study, details, settings, notes, pvc_fwhm=None):
     """95 % Monte Carlo intervals on %ID and, with ``--pvc``, on the corrected %ID (EANM terms)."""
     import numpy as np
 
-    from .kinetics import add_pct_id_intervals
-    from .kinetics.uncertainty import boundary_sd_mm
+    from .quantification.interval_terms import boundary_sd_mm
+    from .quantification.intervals import add_pct_id_intervals
 
     counts_per_mbq = []
     counting = True
@@ -722,10 +722,10 @@ def _dose_bookkeeping(table, details, settings: Settings, inputs: list):
 
 def _pvc_fwhm(settings: Settings, kin_notes: list[str], inputs: list) -> tuple:
     """(FWHM in mm, isotropic or per axis; where it came from) for ``--pvc``."""
-    from .kinetics import default_fwhm_mm
+    from .quantification.recovery import default_fwhm_mm
 
     if settings.resolution is not None:
-        from .kinetics.resolution import read_resolution_file
+        from .quantification.resolution import read_resolution_file
 
         if settings.psf_fwhm_mm is not None:
             raise InputError("give the resolution once: --psf-fwhm-mm or --resolution, not both")
@@ -757,8 +757,8 @@ def _recovery_correction(table, images, details, settings: Settings, kin_notes: 
     With ``settings.pvc_masks == "fractional"`` the masks are the share of each emission voxel in each region of
     ``source_labels`` (one LabelMap, or one per time point), carried by ``transforms`` like the labels.
     """
-    from .kinetics import add_gtm_correction
-    from .kinetics.resolution import FWHM_MISMATCH, image_fwhm_mm
+    from .quantification.recovery_table import add_gtm_correction
+    from .quantification.resolution import FWHM_MISMATCH, image_fwhm_mm
 
     fwhm, how, rec = _pvc_fwhm(settings, kin_notes, inputs)
     warn = details.warnings

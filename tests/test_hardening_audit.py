@@ -843,9 +843,9 @@ def test_uncertainty_draws_beyond_the_available_memory_are_refused_in_one_line(t
     """With 1 MiB available (monkeypatched: independent of the machine), 100,000 draws of the two-region study
     (12 table rows: 8 * 100,000 * (12 * 5 + 3 * 9) bytes = 66 MiB) are refused before any draw, in one line that
     gives the estimate, the available memory and how many draws fit; that many then run."""
-    from spectrack.kinetics import uncertainty
+    from spectrack.quantification import memory
 
-    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: 1024**2)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1024**2)
     nifti_study(tmp_path / "s")
     args = ["quantify", str(tmp_path / "s"), "--labels", str(tmp_path / "s" / "labels.nii.gz"), "--sensitivity",
             "80", "--no-report", "-q"]
@@ -866,7 +866,8 @@ def test_uncertainty_draws_beyond_the_available_memory_are_refused_in_one_line(t
 def test_kinetics_draws_beyond_the_available_memory_are_refused_in_one_line(monkeypatch):
     """The refits of a curve's draws are checked the same way (through analyse_kinetics and
     derived_intervals): refused with the estimate and the draws that fit; the same draws run with memory."""
-    from spectrack.kinetics import analyse_kinetics, uncertainty
+    from spectrack.kinetics import analyse_kinetics
+    from spectrack.quantification import memory
     from spectrack.kinetics.uncertainty import derived_intervals, kinetics_draws_bytes
 
     t = np.array([0.5, 2.0, 6.0, 12.0, 24.0, 48.0])
@@ -881,7 +882,7 @@ def test_kinetics_draws_beyond_the_available_memory_are_refused_in_one_line(monk
     n_metrics = int((ok.metrics["quantity"] == "pct_id").sum())
     need = kinetics_draws_bytes(40, t.size, n_metrics)
     assert ok.metrics["lo"].notna().any()
-    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: need)  # half of it is the safe share
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: need)  # half of it is the safe share
     with pytest.raises(InputError) as e:
         analyse_kinetics(table, half_life_h=HL_H, quantities=("pct_id",), draws=draws, max_draws=40)
     msg = str(e.value)
@@ -889,7 +890,7 @@ def test_kinetics_draws_beyond_the_available_memory_are_refused_in_one_line(monk
     assert "--kinetics-draws 20 or less" in msg, msg
     with pytest.raises(InputError, match="max_draws 20 or less"):
         derived_intervals(t, y, d, half_life_h=HL_H, fixed_model=True)
-    monkeypatch.setattr(uncertainty, "available_memory_bytes", lambda: 2 * need)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 * need)
     again = analyse_kinetics(table, half_life_h=HL_H, quantities=("pct_id",), draws=draws, max_draws=40)
     pd.testing.assert_frame_equal(again.metrics, ok.metrics)
 

@@ -355,3 +355,25 @@ def test_kinetics_intervals_hold_scans_without_draws_and_need_matching_times():
     none = analyse_kinetics(table, half_life_h=HL, quantities=("pct_id",), models=("mono",),
                             draws={("s", "other"): {"time_h": t, "pct_id": d}}).metrics
     assert none["lo"].isna().all() and none["interval_method"].str.startswith("no interval").all()
+
+
+def test_recovery_and_intervals_are_quantification_the_old_kinetics_paths_give_the_same_objects():
+    """Recovery correction and the %ID intervals live in spectrack.quantification; spectrack.kinetics,
+    kinetics.recovery, kinetics.resolution and kinetics.uncertainty re-export them (the same objects)."""
+    import importlib
+
+    import spectrack.kinetics as k
+    import spectrack.quantification as q
+
+    new = {"recovery": ("recovery", "recovery_table", "resolution"), "resolution": ("resolution",),
+           "uncertainty": ("count_intervals", "interval_terms", "intervals", "memory")}
+    for old, homes in new.items():
+        mod = importlib.import_module(f"spectrack.kinetics.{old}")
+        homes = [importlib.import_module(f"spectrack.quantification.{h}") for h in homes]
+        moved = [n for n in mod.__all__ if any(n in vars(h) for h in homes)]
+        assert moved, old
+        for name in moved:
+            assert any(vars(h).get(name) is getattr(mod, name) for h in homes), (old, name)
+    for name in ("add_gtm_correction", "gtm_correct", "sigma_voxels", "measure_fwhm", "add_pct_id_intervals",
+                 "pct_id_interval", "boundary_sd_mm", "noise_factor_from_replicates", "default_fwhm_mm"):
+        assert getattr(k, name) is getattr(q, name), name

@@ -33,7 +33,8 @@ class KineticsResult:
 
 def _curve_intervals(draws, subject, region, quantity, tac, summ, hl, level, max_draws, sigma, unit, kw):
     """``metric_intervals`` of one curve, or ``{"_why": reason}`` when its draws do not match it."""
-    from .uncertainty import check_draw_memory, interval_text, kinetics_draws_bytes, metric_intervals
+    from ..quantification.memory import check_draw_memory, kinetics_draws_bytes
+    from .uncertainty import interval_text, metric_intervals
 
     got = draws.get(("" if subject is None else str(subject), str(region)), {})
     d = got.get(quantity)
@@ -127,7 +128,7 @@ def analyse_kinetics(
         region starts at 0.
     draws : mapping, optional
         Monte Carlo draws of the curves, ``{(subject, region): {quantity:
-        array (n_draws, n_times)}}`` as :func:`~spectrack.kinetics.uncertainty.add_pct_id_intervals`
+        array (n_draws, n_times)}}`` as :func:`~spectrack.quantification.intervals.add_pct_id_intervals`
         returns with ``return_draws=True``: each draw is refitted with the
         nominal curve's chosen model and reintegrated, and the percentiles
         give ``lo``/``hi`` of the areas, MRT, TIAC and half-lives

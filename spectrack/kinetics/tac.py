@@ -21,11 +21,11 @@ quantity           physical column                    decay-corrected column    
 =================  =================================  ==================================  ======
 
 (``*_pvc``: partial-volume corrected by
-:func:`spectrack.kinetics.recovery.add_gtm_correction`; also ``activity_mbq_pvc``.)
+:func:`spectrack.quantification.recovery_table.add_gtm_correction`; also ``activity_mbq_pvc``.)
 
 A missing column is derived from its partner with ``exp(+-lambda t)``, which
 needs ``half_life_h``. Columns ``<column>_lo`` / ``<column>_hi`` (intervals
-from :mod:`spectrack.kinetics.uncertainty`) are carried as ``lo`` / ``hi``.
+from :mod:`spectrack.quantification.intervals`) are carried as ``lo`` / ``hi``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ QUANTITIES: dict[str, tuple[str | None, str | None, str]] = {
     "bq_per_ml": ("mean_bq_per_ml", "mean_bq_per_ml_decay_corrected", "Bq/mL"),
     "pct_id_per_ml": (None, "pct_id_per_ml", "%ID/mL"),
     "max_bq_per_ml": ("max_bq_per_ml", None, "Bq/mL"),
-    # partial-volume corrected (spectrack.kinetics.recovery.add_gtm_correction)
+    # partial-volume corrected (spectrack.quantification.recovery_table.add_gtm_correction)
     "pct_id_pvc": ("pct_id_uncorrected_pvc", "pct_id_pvc", "%ID"),
     "activity_mbq_pvc": ("activity_mbq_pvc", "activity_mbq_decay_corrected_pvc", "MBq"),
 }
