@@ -50,6 +50,10 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_MOVED))
+
+
 class Cancelled(SpectrackError):
     """The run was cancelled by the user (exit 130)."""
 

@@ -64,3 +64,4 @@ __all__ = [
     "percentile_interval", "propagate", "region_spread", "boundary_sd_mm", "noise_factor_from_replicates",
 ]
 from .stage import analyse_study, injected_regions
+__all__ += ["analyse_study", "injected_regions"]

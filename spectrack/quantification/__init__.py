@@ -8,3 +8,4 @@ from .stats import RegionIndex, region_stats
 __all__ = ["quantify", "QuantResult", "TABLE_COLUMNS", "Calibration", "calibrate_study", "DoseParameters",
            "resolve_parameters", "RegionIndex", "region_stats"]
 from .stage import StudyQuantities, quantify_study
+__all__ += ["StudyQuantities", "quantify_study"]
