@@ -84,3 +84,14 @@ def test_no_import_circles_in_spectrack():
     graph = _module_graph(REPO)
     assert "spectrack.pipeline" in graph and "spectrack.load.dicom.nm" in graph
     assert _cycles(graph) == []
+
+
+def test_run_study_is_a_short_composition_of_stages():
+    """``run_study`` reads like the data flow: one call per stage (issue 14), its code (from the ``def`` line to
+    the end, the docstring left out) under 60 lines."""
+    tree = ast.parse((REPO / "spectrack" / "pipeline.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run_study")
+    doc = node.body[0]
+    assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)
+    lines = (node.end_lineno - node.lineno + 1) - (doc.end_lineno - doc.lineno + 1)
+    assert lines < 60, f"run_study is {lines} lines long without its docstring"

@@ -1,0 +1,1 @@
+from .study import Alignment, PendingRegistration, register_study

@@ -60,3 +60,5 @@ __all__ = [
     "DEFAULT_CALIBRATION_CV", "add_pct_id_intervals", "derived_intervals", "pct_id_interval",
     "percentile_interval", "propagate", "region_spread", "boundary_sd_mm", "noise_factor_from_replicates",
 ]
+from .stage import analyse_study, injected_regions
+__all__ += ["analyse_study", "injected_regions"]

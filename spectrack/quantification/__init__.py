@@ -27,6 +27,7 @@ _LAZY = {name: module for module, names in (
     ("count_intervals", ("DEFAULT_CALIBRATION_CV", "pct_id_interval", "percentile_interval")),
     ("interval_terms", ("region_spread", "boundary_sd_mm")),
     ("memory", ("check_draw_memory",)),
+    ("stage", ("StudyQuantities", "quantify_study")),
 ) for name in names}
 
 __all__ = ["quantify", "QuantResult", "TABLE_COLUMNS", "Calibration", "calibrate_study", "DoseParameters",
@@ -36,8 +37,9 @@ __all__ = ["quantify", "QuantResult", "TABLE_COLUMNS", "Calibration", "calibrate
 def __getattr__(name):  # lazy re-exports (PEP 562)
     if name not in _LAZY:  # first: the import system asks for submodules by this hook too
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import count_intervals, interval_terms, intervals, memory, recovery, recovery_table, resolution
+    from . import count_intervals, interval_terms, intervals, memory, recovery, recovery_table, resolution, stage
 
     homes = {"count_intervals": count_intervals, "interval_terms": interval_terms, "intervals": intervals,
-             "memory": memory, "recovery": recovery, "recovery_table": recovery_table, "resolution": resolution}
+             "memory": memory, "recovery": recovery, "recovery_table": recovery_table, "resolution": resolution,
+             "stage": stage}
     return getattr(homes[_LAZY[name]], name)

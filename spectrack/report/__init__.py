@@ -17,3 +17,5 @@ from .tables import MASS_BALANCE_TOL_PCT, mass_balance
 
 __all__ = ["write_report", "report_from_results", "render_report", "report_data", "report_data_from_results",
            "ReportData", "mass_balance", "MASS_BALANCE_TOL_PCT"]
+from .write import describe_study, study_record, write_json, write_label_maps, write_results
+__all__ += ["describe_study", "study_record", "write_json", "write_label_maps", "write_results"]
