@@ -74,7 +74,6 @@ def body_mask(ct: Image, threshold_hu: float = CT_BODY_THRESHOLD_HU, dilate_mm: 
     return ct.with_array(sitk.GetArrayFromImage(ms).astype(bool), units="mask")
 
 
-
 def _identity_result() -> RigidResult:
     import SimpleITK as sitk
 

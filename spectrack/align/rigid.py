@@ -52,7 +52,6 @@ def _mask_to_sitk(mask, image: Image):
     return sitk.Cast(m, sitk.sitkUInt8)
 
 
-
 def _ncc(fixed_sitk, moving_sitk, transform, mask_sitk) -> float:
     """NCC of fixed vs. resampled moving on a 2x-shrunk fixed grid."""
     import SimpleITK as sitk

@@ -107,10 +107,8 @@ def _apply_transform(transform, points_mm) -> np.ndarray:
     return out.reshape(pts.shape)
 
 
-
 def _as_transform(transform):
     return transform.transform if isinstance(transform, RigidResult) else transform
-
 
 
 # ------------------------------------------------------------- labels, I/O

@@ -101,7 +101,6 @@ def info(
     _warn(st.warnings)
 
 
-
 def resolution(
     image: Path = typer.Argument(..., help="Reconstructed image of a point or line source (DICOM or NIfTI), "
                                            "reconstructed like the study."),
@@ -128,7 +127,6 @@ def resolution(
     _wrote([out])
 
 
-
 def export(
     results: Path = typer.Argument(..., help="Results folder of spectrack quantify (study.json, labels/)."),
     fmt: str = typer.Option(..., "--format", "-f", help="seg (DICOM-SEG) | rtstruct (RT Structure Set) | nifti."),
@@ -149,7 +147,6 @@ def export(
         paths, warnings = export_regions(results, fmt, out, timepoints=timepoint or None)
     _warn(warnings)
     _wrote(paths)
-
 
 
 def report(

@@ -114,6 +114,5 @@ class StudyOptions:
                           base.given | set(self.given))
 
 
-
 def _study_arg(study: list[Path]):
     return study[0] if len(study) == 1 else list(study)

@@ -69,7 +69,6 @@ def _said_study_file(metadata: dict) -> None:
     _say(*line, err=True)
 
 
-
 # ---------------------------------------------------------------- progress
 
 @contextlib.contextmanager

@@ -41,7 +41,6 @@ def quantify(
     _wrote(res.outputs.values())
 
 
-
 def max_workers() -> int:
     """The most worker processes ``batch --workers`` starts: 4 per core (each is a Python process holding a study)."""
     import os

@@ -92,7 +92,6 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     return path
 
 
-
 def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "peak", value: str = "pct_id_per_ml",
                   plot: bool = True) -> dict:
     """Write ``neuraxis_profile.csv``, ``neuraxis_spread.csv`` (:func:`spread_measures`), ``neuraxis_front.csv``
