@@ -4,8 +4,8 @@ For :func:`spectrack.quantification.intervals.add_pct_id_intervals`:
 :func:`region_spread` (a region's sum nominal, eroded and dilated by one voxel),
 :func:`boundary_sd_mm` (default SD of a boundary's position) and the factor of
 a boundary shift; the transfer matrices at FWHM draws (computed at a few nodes,
-cached, interpolated between them), the GTM solved for every draw, and the
-boundary factors carried through the GTM.
+cached, interpolated between them) and the GTM solved for every draw. A
+boundary shift's effect on every region is :mod:`spectrack.quantification.boundary`.
 """
 
 from __future__ import annotations
@@ -133,61 +133,3 @@ def _solve_draws(W, y, nonnegative):
         for d in np.flatnonzero((t < 0).any(axis=1)):
             t[d] = optimize.nnls(np.ascontiguousarray(W[d]), y[d])[0]
     return t
-
-
-def _gtm_boundary_factors(arr, lab, ids, n_vox, spacing, fwhm, t0, truncate=4.0):
-    """Corrected content of each region with its mask eroded / dilated by one voxel, over the nominal.
-
-    Only region ``r``'s mask changes (its neighbours keep theirs): one blur
-    of the changed mask gives its row and column of the transfer matrix (the
-    Gaussian is symmetric). Returns ``(g_eroded, g_dilated)``; an erosion
-    that removes the region is mirrored from the dilation.
-    """
-    from scipy import optimize
-
-    from .recovery import gtm_matrix, sigma_voxels
-
-    W, _, _ = gtm_matrix(lab, spacing, fwhm, label_ids=ids, truncate=truncate)
-    lut = np.full(int(max(lab.max(initial=0), max(ids, default=0))) + 1, -1, dtype=np.int64)
-    lut[np.asarray(ids, dtype=np.int64)] = np.arange(len(ids))
-    idx = lut[np.clip(lab, 0, None)]
-    sig = sigma_voxels(fwhm, spacing)
-    rad = np.array([int(truncate * s + 0.5) for s in sig]) + 1
-    o_mean = np.asarray(ndimage.sum_labels(arr, lab, index=ids), float) / n_vox
-    L = len(ids)
-    g = np.ones((2, L))
-    for r, lid in enumerate(ids):
-        if t0[r] <= 0:
-            continue
-        where = np.nonzero(lab == lid)
-        box = tuple(slice(max(int(w.min()) - q, 0), min(int(w.max()) + q + 1, n))
-                    for w, q, n in zip(where, rad, lab.shape))
-        m = lab[box] == lid
-        for e, op in enumerate((ndimage.binary_erosion, ndimage.binary_dilation)):
-            m2 = op(m, _STRUCT)
-            n2 = int(m2.sum())
-            if n2 == 0:
-                g[e, r] = np.nan
-                continue
-            blurred = ndimage.gaussian_filter(m2.astype(np.float64), sig, mode="constant", cval=0.0,
-                                              truncate=truncate) if np.any(sig > 0) else m2.astype(np.float64)
-            sub = idx[box].ravel()
-            ok = sub >= 0
-            col = np.bincount(sub[ok], weights=blurred.ravel()[ok], minlength=L) / n_vox  # W[i, r']
-            W2 = W.copy()
-            W2[:, r] = col
-            W2[r, :] = col * n_vox / n2                                                   # symmetry
-            W2[r, r] = float(blurred[m2].sum()) / n2
-            y = o_mean.copy()
-            y[r] = float(arr[box][m2].sum()) / n2
-            t2 = optimize.nnls(W2, y)[0]
-            g[e, r] = t2[r] * n2 / (t0[r] * n_vox[r])
-    bad = ~np.isfinite(g[0])
-    g[0, bad] = np.clip(2.0 - g[1, bad], 0.0, None)
-    return g[0], g[1]
-
-
-def _boundary_factor(u, f_ero, f_dil):
-    """Factor on a region's content for a boundary shift of ``u`` voxels (linear in the shift)."""
-    return np.clip(np.where(u >= 0, 1.0 + u * (f_dil - 1.0), 1.0 - u * (f_ero - 1.0)), 0.0, None)
-

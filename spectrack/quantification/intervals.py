@@ -19,10 +19,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Image
+from .boundary import boundary_effects, boundary_factors
 from .count_intervals import DEFAULT_CALIBRATION_CV, percentile_interval
 from .interval_terms import (
-    _boundary_factor,
-    _gtm_boundary_factors,
     _gtm_nodes,
     _interp_nodes,
     _solve_draws,
@@ -30,6 +29,7 @@ from .interval_terms import (
     region_spread,
 )
 from .memory import check_draw_memory, pct_id_draws_bytes
+from .recovery import sigma_voxels
 from .recovery_table import _per_timepoint
 
 __all__ = ["add_pct_id_intervals", "noise_factor_from_replicates"]
@@ -44,8 +44,9 @@ def _table_method(level, n_draws, seed, noise_factor, cv, inj_cv, seg_sd_mm, fwh
     if inj_cv:
         shared.append(f"injected-activity CV {100 * inj_cv:.3g} %")
     if seg_sd_mm:
-        shared.append(f"region boundary position SD {seg_sd_mm:.3g} mm (content linear between the 1-voxel "
-                      "eroded and dilated regions)")
+        shared.append(f"region boundary position SD {seg_sd_mm:.3g} mm (each region's content linear in the "
+                      "shifts of its own and its neighbours' boundaries, from 1-voxel erosions and dilations that "
+                      "move voxels between neighbouring regions)")
     if fwhm_sd_mm is not None:
         shared.append(f"PSF FWHM SD {fwhm_sd_mm:.3g} mm, through the GTM of every draw")
     if shared:
@@ -87,9 +88,11 @@ def add_pct_id_intervals(
     * calibration and injected activity (shared by the subject): normal CVs;
     * region boundary (shared by the region): a shift of the boundary by
       ``delta ~ N(0, segmentation_sd_mm)``, as a fraction of the voxel size,
-      moves the content linearly between the nominal and the 1-voxel
-      eroded (inward) or dilated (outward) result; with recovery correction
-      the eroded and dilated masks are run through the GTM;
+      changes every region's content linearly, from the nominal towards the
+      result with that region eroded (inward) or dilated (outward) by one
+      voxel, the voxels moving to or from its neighbours
+      (:func:`~spectrack.quantification.boundary.boundary_effects`); with
+      recovery correction the moved label map is run through the GTM;
     * PSF FWHM (shared by the subject; recovery correction only):
       ``FWHM * (1 + z fwhm_sd_mm / FWHM)``, the transfer matrix interpolated
       between matrices computed at -3 to +3 SDs, and the GTM solved for every
@@ -265,10 +268,7 @@ def add_pct_id_intervals(
                 s_name = names.get(int(lid), f"label_{int(lid)}")
                 for s in subjects:  # one label map per table subject in practice
                     U[:, r] = boundary_u(s, s_name, h_mm, sd_seg)
-        seg = _boundary_factor(U, f_ero[None, :], f_dil[None, :]) if sd_seg > 0 else np.ones((nd, L))
-        Y = X[:, :L] * seg                                     # boundary-perturbed sums
-        # recovery correction of every draw
-        if pvc and L:
+        if pvc and L:  # the nominal recovery correction
             from scipy import optimize
 
             s0 = subjects[0]
@@ -277,10 +277,17 @@ def add_pct_id_intervals(
             W0 = W_nodes[W_nodes.shape[0] // 2]
             t0 = optimize.nnls(W0, o / n_vox)[0] if nonnegative else np.linalg.lstsq(W0, o / n_vox, rcond=None)[0]
             corr0 = t0 * n_vox
-            gp = (np.ones(L), np.ones(L))
-            if sd_seg > 0:
-                gp = _gtm_boundary_factors(arr, lab, ids, n_vox, img.spacing_mm, fwhm_mm, t0)
-            seg_p = _boundary_factor(U, gp[0][None, :], gp[1][None, :]) if sd_seg > 0 else np.ones((nd, L))
+        # boundary shifts: each region moved by one voxel with its neighbours, the effect on every region
+        eff = None
+        if sd_seg > 0 and L:
+            eff = boundary_effects(arr, lab, ids, transfer=(W0, n_vox, t0) if pvc else None,
+                                   sigma=sigma_voxels(fwhm_mm, img.spacing_mm) if pvc else None)
+        seg = boundary_factors(U, eff.sums_eroded, eff.sums_dilated) if eff is not None else np.ones((nd, L))
+        Y = X[:, :L] * seg                                     # boundary-perturbed sums
+        # recovery correction of every draw
+        if pvc and L:
+            seg_p = boundary_factors(U, eff.corrected_eroded, eff.corrected_dilated) if eff is not None \
+                else np.ones((nd, L))
             T = np.empty((nd, L))
             z = shared[s0]["z_fwhm"]
             for a in range(0, nd, 256):
