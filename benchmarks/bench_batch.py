@@ -32,7 +32,8 @@ def make_study(folder: Path, shape: int, times_h, frac, seed: int) -> None:
     import nibabel as nib
 
     from spectrack.geometry import Image, to_nifti_affine
-    from spectrack.regions.labels import LabelMap, write_label_map
+    from spectrack.regions.formats.nifti import write_label_map
+    from spectrack.regions.labelmap import LabelMap
 
     folder.mkdir(parents=True, exist_ok=True)
     g = Image(np.zeros((shape,) * 3, np.float32), origin_mm=(-100, -100, -100), spacing_mm=(3.0, 3.0, 3.0))

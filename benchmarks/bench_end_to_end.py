@@ -10,7 +10,7 @@ with the phantom's own headers (same study, frame of reference and times).
 
 Measurement (another process): :func:`spectrack.run_study` on the DICOM
 folder with ``register=True``, automatic regions (``auto_regions="human"``
-when :mod:`spectrack.regions.auto` exists, else the phantom's label map),
+when :mod:`spectrack.regions.auto.ct` exists, else the phantom's label map),
 sensitivity calibration, the default uncertainty draws and the HTML report,
 writing into a temporary folder. The stages are timed with ``run_study``'s
 progress callback; the peak resident memory is the process's ``ru_maxrss``
@@ -104,7 +104,7 @@ def measure(folder: Path, out: Path) -> dict:
     settings = {"register": True, "calibration": "sensitivity",
                 "sensitivity_cps_per_mbq": truth["sensitivity_cps_per_mbq"], "species": "human"}
     try:
-        import spectrack.regions.auto  # noqa: F401
+        import spectrack.regions.auto.ct  # noqa: F401
 
         settings["auto_regions"] = "human"
         regions = "auto_regions='human'"

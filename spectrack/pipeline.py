@@ -10,7 +10,7 @@ package and each taking and returning plain objects:
 :func:`spectrack.quantification.stage.quantify_study` (calibration, %ID,
 recovery correction, intervals, mass balance: ``StudyQuantities``),
 :func:`spectrack.kinetics.stage.analyse_study` (a ``KineticsResult``),
-:func:`spectrack.regions.neuraxis_stage.profile_neuraxis` (a
+:func:`spectrack.regions.neuraxis.stage.profile_neuraxis` (a
 ``NeuraxisProfile``) and :func:`spectrack.report.write.write_results` (the
 results folder, written as one unit).
 """
@@ -98,7 +98,7 @@ def _checked_settings(settings) -> Settings:
 
 def _check_run_arguments(*, out_dir, labels, study, progress, cancel) -> None:
     """The types of :func:`run_study`'s keyword arguments, refused in one line before any work."""
-    from .regions.labels import LabelMap
+    from .regions.labelmap import LabelMap
 
     if out_dir is not None and not isinstance(out_dir, (str, Path)) and not hasattr(out_dir, "__fspath__"):
         raise InputError(f"run_study(): out_dir must be a path (str or pathlib.Path) or None, not "
@@ -248,7 +248,7 @@ def run_study(path, settings: Settings | dict | None = None, *, out_dir=None, la
     from .align.study import register_study
     from .kinetics.stage import analyse_study
     from .quantification.stage import quantify_study
-    from .regions.neuraxis_stage import profile_neuraxis
+    from .regions.neuraxis.stage import profile_neuraxis
     from .regions.resolve import add_auto_regions, resolve_regions
     from .report.write import study_record, write_results
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from spectrack.geometry import Image, to_nifti_affine
-from spectrack.regions.labels import LabelMap, write_label_map
+from spectrack.regions.formats.nifti import write_label_map
+from spectrack.regions.labelmap import LabelMap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helper modules (tool_files)
 

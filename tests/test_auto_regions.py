@@ -12,8 +12,9 @@ from spectrack.geometry import Image
 from spectrack.load.model import Series, Study, TimePoint
 from spectrack.phantom import make_geometry, make_phantom, make_study
 from spectrack.phantom.anatomy import canal_arclength_mm
-from spectrack.regions.auto import PRIORS, segment_ct, segment_study
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.auto.ct import segment_ct, segment_study
+from spectrack.regions.auto.organs import PRIORS
+from spectrack.regions.formats.nifti import read_label_map
 from spectrack.regions.neuraxis import Centreline
 from spectrack.regions.vocabulary import CANAL_LEVELS, INDEX
 

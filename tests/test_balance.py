@@ -231,7 +231,7 @@ def test_study_file_density_table_and_relative_removed(tmp_path):
 # ---------------------------------------------------------------- recovery-correction diagnostics
 def _two_cubes(fwhm_mm, cold_value=0.0):
     from spectrack.geometry import Image
-    from spectrack.regions.labels import LabelMap
+    from spectrack.regions.labelmap import LabelMap
 
     lab = np.zeros((30, 30, 30), np.int16)
     lab[8:16, 8:22, 8:22] = 1
@@ -299,7 +299,7 @@ def _fine_phantom(fwhm_mm):
     from scipy import ndimage
 
     from spectrack.geometry import Image
-    from spectrack.regions.labels import LabelMap
+    from spectrack.regions.labelmap import LabelMap
 
     s, n, sp = 3, 24, 3.0  # coarse voxels of 3 mm, fine of 1 mm
     k, j, i = np.meshgrid(*(np.arange(n * s) + 0.5,) * 3, indexing="ij")  # fine centres, in fine voxels

@@ -236,7 +236,7 @@ def test_species_and_auto_regions_agree():
     """Every preset that --species accepts exists for automatic regions, the phantom and the PSF default."""
     from spectrack.kinetics.recovery import FWHM_PRESETS_MM
     from spectrack.phantom.presets import PRESETS as PHANTOM_PRESETS
-    from spectrack.regions.auto import PRESETS as AUTO_PRESETS
+    from spectrack.regions.auto.ct import PRESETS as AUTO_PRESETS
     from spectrack.settings import SPECIES, settings_from_mapping
 
     assert set(SPECIES) == set(AUTO_PRESETS) == set(FWHM_PRESETS_MM) == set(PHANTOM_PRESETS)
@@ -325,7 +325,8 @@ def test_warnings_and_tables_printed_as_written(tmp_path, capsys, nifti_study):
     import nibabel as nib
 
     from spectrack.geometry import Image
-    from spectrack.regions.labels import LabelMap, read_label_map, write_label_map
+    from spectrack.regions.formats.nifti import read_label_map, write_label_map
+    from spectrack.regions.labelmap import LabelMap
 
     truth = nifti_study(tmp_path / "s")
     lm = read_label_map(tmp_path / "s" / "labels.nii.gz")

@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from spectrack import load_study, quantify
 from spectrack.errors import MissingMetadataError
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
 NM_SOP = "1.2.840.10008.5.1.4.1.1.20"
@@ -343,7 +343,7 @@ def test_nm_counts_honour_the_decay_state(tmp_path, state):
 def test_assumed_decay_state_reaches_study_json_report_and_cli(tmp_path, capsys):
     from spectrack.cli import main
     from spectrack.pipeline import run_study
-    from spectrack.regions.labels import write_label_map
+    from spectrack.regions.formats.nifti import write_label_map
 
     n_hot = write_nm(tmp_path / "nm" / "spect.dcm", state="NONE", decay_tags=False)
     study = load_study(tmp_path / "nm")

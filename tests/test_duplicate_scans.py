@@ -220,7 +220,7 @@ def test_bqml_float_copy_of_integer_dicom_in_other_orientation(tmp_path):
     assert not str(study.timepoints[0].emission.files[0]).endswith(".nii.gz")
     assert any("skipped NIfTI nifti/tp0_spect.nii.gz" in w for w in study.warnings)
     from spectrack import quantify
-    from spectrack.regions.labels import read_label_map
+    from spectrack.regions.formats.nifti import read_label_map
 
     df = quantify(study, read_label_map(root / "labels.nii.gz"))
     _check_pct_id(df, truth)

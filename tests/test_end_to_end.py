@@ -15,7 +15,7 @@ from spectrack import load_study, quantify
 from spectrack.cli import main
 from spectrack.errors import InconsistentInputError
 from spectrack.phantom import make_study
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.formats.nifti import read_label_map
 
 REL = 1e-3  # 0.1 %
 

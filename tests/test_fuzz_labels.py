@@ -3,7 +3,7 @@
 Every case writes a label map of the two-region phantom study of
 ``tests/conftest.py`` (``make_nifti_study``: brain and liver with exact %ID)
 with one family of mutations, then reads it with
-:func:`spectrack.regions.labels.read_label_map` and quantifies the study with
+:func:`spectrack.regions.formats.nifti.read_label_map` and quantifies the study with
 it through :func:`spectrack.quantify`. Each step must either raise a
 :class:`spectrack.errors.SpectrackError` with a one-line message, or give the
 right answer, known from the mutation:
@@ -51,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import fuzz_step, make_nifti_study  # noqa: E402
 
 import spectrack  # noqa: E402
-from spectrack.regions.labels import RESERVED_NAMES, read_label_map  # noqa: E402
+from spectrack.regions.formats.nifti import read_label_map  # noqa: E402
+from spectrack.regions.labelmap import RESERVED_NAMES  # noqa: E402
 from spectrack.regions.vocabulary import GROUPS  # noqa: E402
 
 CASES: Counter = Counter()

@@ -40,7 +40,7 @@ from spectrack.load.dicom import load_dicom_folder, normalise_timezones
 from spectrack.load.model import Series, Sourced
 from spectrack.load.nifti import parse_datetime_offset, read_nifti_series
 from spectrack.quantification.stats import RegionIndex, region_stats
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 NM_SOP = "1.2.840.10008.5.1.4.1.1.20"
 HL_H = 6.0067
@@ -622,7 +622,7 @@ def _label_nifti(path: Path, arr, affine=None, slope=None, inter=None, names=Non
 @pytest.mark.parametrize("slope,inter", [(2.0, 0.0), (1.0, 1.0), (0.5, 3.0)])
 def test_label_map_with_intensity_scaling_is_refused(tmp_path, slope, inter):
     from spectrack.errors import LabelError
-    from spectrack.regions.labels import read_label_map
+    from spectrack.regions.formats.nifti import read_label_map
 
     arr = np.zeros((4, 4, 4), np.int16)
     arr[1:3, 1:3, 1:3] = 1
@@ -633,7 +633,7 @@ def test_label_map_with_intensity_scaling_is_refused(tmp_path, slope, inter):
 
 
 def test_label_map_with_a_singular_affine_is_refused(tmp_path):
-    from spectrack.regions.labels import read_label_map
+    from spectrack.regions.formats.nifti import read_label_map
 
     aff = np.array([[3.0, 3.0, 0, 0], [0, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])  # i and j point the same way
     p = _label_nifti(tmp_path / "lab.nii.gz", np.ones((4, 4, 4)), affine=aff, names={1: "brain"})

@@ -41,7 +41,7 @@ import pytest
 
 from spectrack.cli import main
 from spectrack.errors import InputError, LabelError, SpectrackError
-from spectrack.regions.labels import read_label_map, write_label_map
+from spectrack.regions.formats.nifti import read_label_map, write_label_map
 
 from test_hardening import _corrupt_gzip, _label_nifti, _labels_on, write_nm  # noqa: E402
 
@@ -813,7 +813,7 @@ def test_pct_id_draws_memory_estimate_bounds_what_the_intervals_allocate(tmp_pat
     import spectrack
     from spectrack.kinetics.recovery import add_gtm_correction
     from spectrack.kinetics.uncertainty import add_pct_id_intervals, pct_id_draws_bytes
-    from spectrack.regions.labels import LabelMap
+    from spectrack.regions.labelmap import LabelMap
 
     table, images, labels, cpm = _intervals_inputs(tmp_path, nifti_study)
     if n_regions != 2:

@@ -18,8 +18,8 @@ from spectrack.phantom import make_phantom, make_study
 from spectrack.phantom.kinetics_model import COMPARTMENTS, simulate_pct_id, time_integrated_pct_id
 from spectrack.phantom.presets import PRESETS
 from spectrack.pipeline import run_study
-from spectrack.regions.auto import segment_ct
-from spectrack.regions.auto_organs import intracranial_csf
+from spectrack.regions.auto.ct import segment_ct
+from spectrack.regions.auto.organs import intracranial_csf
 from spectrack.regions.vocabulary import CANAL_LEVELS, GROUPS, INDEX, VOCABULARY
 
 IC, BRAIN = INDEX["csf_intracranial"], INDEX["brain"]

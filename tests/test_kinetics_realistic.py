@@ -280,7 +280,7 @@ def test_single_curve_is_fast():
 def sample_table():
     import spectrack
     from spectrack.phantom.sample import sample_study
-    from spectrack.regions.labels import read_label_map
+    from spectrack.regions.formats.nifti import read_label_map
 
     s = sample_study()
     st = spectrack.load_study(s["path"])

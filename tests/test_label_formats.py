@@ -12,10 +12,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from spectrack.align.resample import resample_labels
 from spectrack.errors import InputError, LabelError
 from spectrack.geometry import Image, to_nifti_affine
-from spectrack.regions.dicomseg import read_dicom_seg, read_reference_series, write_dicom_seg
-from spectrack.regions.labels import LabelMap
-from spectrack.regions.rtstruct import read_rtstruct, write_rtstruct
-from spectrack.regions.totalseg import map_structure_name, read_totalsegmentator
+from spectrack.regions.formats.dicomseg import read_dicom_seg, read_reference_series, write_dicom_seg
+from spectrack.regions.formats.rtstruct import read_rtstruct, write_rtstruct
+from spectrack.regions.formats.totalseg import map_structure_name, read_totalsegmentator
+from spectrack.regions.labelmap import LabelMap
 from spectrack.regions.vocabulary import INDEX, VOCABULARY
 
 

@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 
 from spectrack import load_study, quantify
 from spectrack.phantom import make_study
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.formats.nifti import read_label_map
 
 
 def _split(nm_path, out_dir, overlap=6, delay_s=1200.0, half_life_h=6.0067):

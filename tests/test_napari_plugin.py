@@ -21,7 +21,7 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
     pytest.skip("no display: install xvfb and pytest-xvfb (it starts Xvfb for the session)", allow_module_level=True)
 
 from spectrack.cli import main as cli_main  # noqa: E402
-from spectrack.regions.labels import read_label_map  # noqa: E402
+from spectrack.regions.formats.nifti import read_label_map  # noqa: E402
 
 pytestmark = [
     # napari / npe2 / app-model on pydantic 2 and a Qt5 backend: harmless at import and viewer start
@@ -437,7 +437,7 @@ def test_sample_quantify_and_screenshots(make_napari_viewer, qtbot, phantom_root
 def test_automatic_regions_and_dicom_seg_export(make_napari_viewer, qtbot, phantom_root, tmp_path):
     import json
 
-    pytest.importorskip("spectrack.regions.auto")
+    pytest.importorskip("spectrack.regions.auto.ct")
     truth = json.loads((phantom_root / "truth.json").read_text())
     viewer = make_napari_viewer()
     viewer.open(str(phantom_root / "dicom"), plugin="spectrack")
@@ -456,7 +456,7 @@ def test_automatic_regions_and_dicom_seg_export(make_napari_viewer, qtbot, phant
     if qw.export_seg_button is not None:
         seg = qw.export_dicom_seg(tmp_path / "regions_seg.dcm")
         assert seg is not None and seg.stat().st_size > 0
-        from spectrack.regions.dicomseg import read_dicom_seg
+        from spectrack.regions.formats.dicomseg import read_dicom_seg
 
         assert "brain" in read_dicom_seg(seg).names.values()
 
@@ -539,7 +539,7 @@ def test_default_region_source_exists_and_first_click_quantifies(make_napari_vie
 
     if _phantom_make_study() is None:
         pytest.skip("spectrack.phantom.make_study is not available yet")
-    pytest.importorskip("spectrack.regions.auto")
+    pytest.importorskip("spectrack.regions.auto.ct")
     root = tmp_path / "rat"
     truth = _phantom_make_study()(root, "rat", units="bqml", formats=("dicom",), times_h=[0.5, 2.0, 6.0])
     viewer = make_napari_viewer(show=True)

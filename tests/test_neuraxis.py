@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from spectrack.phantom import make_phantom, make_study
-from spectrack.regions.auto import segment_ct, segment_study
-from spectrack.regions.auto_canal import dilate_mm
+from spectrack.regions.auto.canal import dilate_mm
+from spectrack.regions.auto.ct import segment_ct, segment_study
 from spectrack.regions.neuraxis import (FRONT_COLUMNS, PROFILE_COLUMNS, Centreline, centreline_from_labels,
                                         neuraxis_profile, profile_study, tracer_front, write_profile)
 from spectrack.regions.vocabulary import CANAL_LEVELS, INDEX
@@ -188,7 +188,7 @@ def test_oblique_canal_profile_follows_the_voxels_without_a_comb():
     voxel supersampled 5x5x5 and each sub-point placed on the centreline (what the voxels hold along it). The
     profile's slabs match it within 10 %; assigning whole voxels to their nearest slab is off by 25 % (the comb)."""
     from spectrack.geometry import Image
-    from spectrack.regions.labels import LabelMap
+    from spectrack.regions.labelmap import LabelMap
 
     g = Image(np.zeros((60, 30, 30)), (0, 0, 0), (2.0, 2.0, 2.0))
     p = g.voxel_centres_mm()

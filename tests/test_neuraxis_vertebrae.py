@@ -11,8 +11,8 @@ import pytest
 
 from spectrack.phantom import make_study
 from spectrack.pipeline import run_study
+from spectrack.regions.auto.vertebrae import VERTEBRAL_FORMULA, vertebra_names
 from spectrack.regions.neuraxis import vertebra_table
-from spectrack.regions.vertebrae import VERTEBRAL_FORMULA, vertebra_names
 from spectrack.regions.vocabulary import CANAL_LEVELS
 
 

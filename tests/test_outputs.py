@@ -21,7 +21,8 @@ import pytest
 from spectrack.batch.run import CACHE_FILE
 from spectrack.cli import main
 from spectrack.io_utils import MANIFEST, output_folder, read_manifest
-from spectrack.regions.labels import LabelMap, read_label_map, write_label_map
+from spectrack.regions.formats.nifti import read_label_map, write_label_map
+from spectrack.regions.labelmap import LabelMap
 
 REPO = Path(__file__).resolve().parents[1]
 

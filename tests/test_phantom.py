@@ -15,7 +15,7 @@ from spectrack.align.resample import resample_labels
 from spectrack.geometry import from_nifti_affine, from_sitk
 from spectrack.phantom import PRESETS, make_geometry, make_phantom, make_study, simulate_pct_id
 from spectrack.phantom.anatomy import canal_arclength_mm
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.formats.nifti import read_label_map
 from spectrack.regions.vocabulary import CANAL_LEVELS, INDEX, VOCABULARY
 
 SMALL = dict(preset="rat", spect_shape=(23, 19, 66))  # 4.2 mm rat: fast

@@ -14,9 +14,9 @@ from spectrack import run_study
 from spectrack.cli import main
 from spectrack.geometry import to_nifti_affine
 from spectrack.phantom import make_study
-from spectrack.regions.dicomseg import write_dicom_seg
-from spectrack.regions.labels import read_label_map
-from spectrack.regions.rtstruct import write_rtstruct
+from spectrack.regions.formats.dicomseg import write_dicom_seg
+from spectrack.regions.formats.nifti import read_label_map
+from spectrack.regions.formats.rtstruct import write_rtstruct
 
 
 @pytest.fixture(scope="module")

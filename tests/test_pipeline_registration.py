@@ -38,7 +38,7 @@ import SimpleITK as sitk
 
 from spectrack import quantify, run_study
 from spectrack.phantom import make_study
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.formats.nifti import read_label_map
 
 MOTION = [(0, 0, 0, 0, 0, 0), (30, -12, 18, 4, -3, 10), (-20, 25, -30, -10, 6, -5)]
 

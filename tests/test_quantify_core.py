@@ -11,7 +11,8 @@ import pytest
 from spectrack import load_study, quantify
 from spectrack.errors import InconsistentInputError, LabelError, MissingMetadataError
 from spectrack.geometry import Image, to_nifti_affine
-from spectrack.regions.labels import LabelMap, read_label_map, write_label_map
+from spectrack.regions.formats.nifti import read_label_map, write_label_map
+from spectrack.regions.labelmap import LabelMap
 from spectrack.settings import SettingError
 
 HL = 6.0067

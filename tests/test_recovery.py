@@ -19,7 +19,7 @@ from spectrack.kinetics.recovery import (
     sigma_voxels,
     sphere_rc,
 )
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 
 def _centred_grid(n, h):

@@ -37,9 +37,9 @@ from scipy import ndimage
 from spectrack.cli import main
 from spectrack.geometry import to_nifti_affine
 from spectrack.phantom import make_study
-from spectrack.regions.dicomseg import read_dicom_seg, read_reference_series
-from spectrack.regions.io import read_regions
-from spectrack.regions.labels import read_label_map
+from spectrack.regions.formats.dicomseg import read_dicom_seg, read_reference_series
+from spectrack.regions.formats.dispatch import read_regions
+from spectrack.regions.formats.nifti import read_label_map
 from tool_files import assert_pct_id_truth, assert_same_voxels, rtutils_rtstruct, series_folder
 
 TS_NAMES = {"brain": "brain", "liver": "liver", "bladder": "urinary_bladder", "thyroid": "thyroid_gland"}

@@ -21,8 +21,8 @@ from spectrack import run_study
 from spectrack.cli import main
 from spectrack.errors import InconsistentInputError
 from spectrack.phantom import make_phantom, make_study
-from spectrack.regions.dicomseg import read_reference_series, write_dicom_seg
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.formats.dicomseg import read_reference_series, write_dicom_seg
+from spectrack.regions.labelmap import LabelMap
 
 # a shift by whole SPECT voxels (4.2 mm): registration finds it to well under half a voxel, so labels carried to
 # the other scan are its true labels and both scans' %ID is exact

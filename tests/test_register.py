@@ -20,7 +20,7 @@ from spectrack.align.resample import resample_image
 from spectrack.errors import InconsistentInputError, InputError
 from spectrack.geometry import Image
 from spectrack.load.model import Series, TimePoint
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 NAMES = {1: "brain", 7: "liver", 8: "kidneys"}
 #: organ centres (LPS mm) where the recovered transform is checked

@@ -26,9 +26,9 @@ import pytest
 from spectrack import run_study
 from spectrack.cli import main
 from spectrack.phantom import make_study
-from spectrack.regions.dicomseg import read_reference_series
-from spectrack.regions.labels import read_label_map
-from spectrack.regions.rtstruct import _rasterise, read_rtstruct
+from spectrack.regions.formats.dicomseg import read_reference_series
+from spectrack.regions.formats.nifti import read_label_map
+from spectrack.regions.formats.rtstruct import _rasterise, read_rtstruct
 from tool_files import assert_pct_id_truth, assert_same_voxels, phantom_masks, plastimatch_rtstruct, rtutils_rtstruct, \
     series_folder
 
@@ -252,7 +252,7 @@ def test_dicom_without_preamble_or_file_meta(coarse, tmp_path):
     assert not looks_like_dicom(tmp_path / "notes")
     rs = rtutils_rtstruct(ct0, phantom_masks(labels), tmp_path / "rtutils.dcm")
     _bare_copy(rs, tmp_path / "rs_bare", implicit=True)
-    from spectrack.regions.dicomseg import write_dicom_seg
+    from spectrack.regions.formats.dicomseg import write_dicom_seg
 
     seg = write_dicom_seg(labels, ct0, tmp_path / "seg.dcm")  # highdicom
     _bare_copy(seg, tmp_path / "seg_bare", implicit=False)

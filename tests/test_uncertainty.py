@@ -16,7 +16,7 @@ from spectrack.kinetics.uncertainty import (
     propagate,
     region_spread,
 )
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 HL = 6.0067
 LAM = math.log(2) / HL

@@ -1,4 +1,4 @@
-"""Vertebrae counted on CT (spectrack.regions.vertebrae) against the discrete-vertebra phantom's truth.
+"""Vertebrae counted on CT (spectrack.regions.auto.vertebrae) against the discrete-vertebra phantom's truth.
 
 Disc and level-boundary errors are printed for every case (shown even when
 output is captured). Truth positions are the phantom's disc centres (body
@@ -13,10 +13,11 @@ from scipy import ndimage as ndi
 
 from spectrack.phantom import make_geometry, make_phantom
 from spectrack.phantom.anatomy import canal_centreline
-from spectrack.regions.auto import segment_ct
-from spectrack.regions.auto_canal import find_canal
-from spectrack.regions.auto_organs import PRIORS
-from spectrack.regions.vertebrae import VERTEBRAL_FORMULA, _drop_crowded, _long_gaps, find_vertebrae, vertebra_names
+from spectrack.regions.auto.canal import find_canal
+from spectrack.regions.auto.ct import segment_ct
+from spectrack.regions.auto.organs import PRIORS
+from spectrack.regions.auto.vertebrae import (VERTEBRAL_FORMULA, _drop_crowded, _long_gaps, find_vertebrae,
+                                              vertebra_names)
 from spectrack.regions.vocabulary import CANAL_LEVELS, INDEX
 
 # (preset, seed): none of these seeds was used while developing the detector

@@ -14,8 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from spectrack.regions.dicomseg import read_reference_series
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.formats.dicomseg import read_reference_series
+from spectrack.regions.labelmap import LabelMap
 
 
 def series_folder(dicom_dir: Path, series_uid: str, dest: Path) -> Path:

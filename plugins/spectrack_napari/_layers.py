@@ -198,7 +198,7 @@ def series_layers(series_list, *, path=None) -> list[tuple]:
 
 
 def label_layer_data(label_map, *, name: str = "regions", path=None, study_path=None) -> tuple:
-    """Labels layer data for a :class:`~spectrack.regions.labels.LabelMap` (names as features)."""
+    """Labels layer data for a :class:`~spectrack.regions.labelmap.LabelMap` (names as features)."""
     names = {int(k): str(v) for k, v in sorted(label_map.names.items())}
     idx = [0] + list(names)
     features = {"index": np.array(idx, dtype=int), "name": np.array([""] + list(names.values()), dtype=object)}
@@ -234,7 +234,7 @@ def _layer_names(layer) -> dict[int, str]:
 
 
 def layer_label_map(layer, reference: Image | None = None):
-    """A :class:`~spectrack.regions.labels.LabelMap` from a napari Labels layer.
+    """A :class:`~spectrack.regions.labelmap.LabelMap` from a napari Labels layer.
 
     The grid comes from the layer's transforms (``data_to_world``); a layer in
     plain pixel coordinates with the shape of ``reference`` is taken to be on
@@ -244,7 +244,7 @@ def layer_label_map(layer, reference: Image | None = None):
     ``label_<n>``.
     """
     from spectrack.errors import LabelError
-    from spectrack.regions.labels import LabelMap
+    from spectrack.regions.labelmap import LabelMap
 
     data = np.asarray(layer.data)
     m = _layer_matrix(layer)

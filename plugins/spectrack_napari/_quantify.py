@@ -147,7 +147,7 @@ class QuantifyWidget(ResultsMixin, QWidget):
         box = QGroupBox("Regions")
         f = QFormLayout(box)
         self.source_combo = QComboBox()
-        self.has_auto = _has_module("spectrack.regions.auto")
+        self.has_auto = _has_module("spectrack.regions.auto.ct")
         self.source_combo.addItems([SOURCE_LAYER, SOURCE_FILE] + ([SOURCE_AUTO] if self.has_auto else []))
         self.source_stack = QStackedWidget()
         self.layer_combo = QComboBox()
@@ -232,7 +232,7 @@ class QuantifyWidget(ResultsMixin, QWidget):
         row.addWidget(self.export_table_button)
         row.addWidget(self.export_labels_button)
         self.export_seg_button = None
-        if _has_module("spectrack.regions.dicomseg"):
+        if _has_module("spectrack.regions.formats.dicomseg"):
             self.export_seg_button = QPushButton("SEG…")
             self.export_seg_button.setToolTip("the regions as DICOM-SEG on the study's CT")
             self.export_seg_button.clicked.connect(lambda: self.export_dicom_seg())

@@ -74,8 +74,8 @@ def study_path_layers(path, *, reference: int = 0, labels=None) -> list[tuple]:
     from spectrack.errors import InputError
     from spectrack.load import load_series, load_study
     from spectrack.load.nifti import is_label_file
-    from spectrack.regions.io import read_regions
-    from spectrack.regions.labels import read_label_map
+    from spectrack.regions.formats.dispatch import read_regions
+    from spectrack.regions.formats.nifti import read_label_map
 
     p = Path(path)
     if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and is_label_file(p):

@@ -209,7 +209,7 @@ class ResultsMixin:
             path = path or self._ask_path("Save label map", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)")
             if not path:
                 return None
-            from spectrack.regions.labels import write_label_map
+            from spectrack.regions.formats.nifti import write_label_map
 
             out = write_label_map(self._current_label_map(), path)
             _show("info", f"spectrack: wrote {out}")
@@ -233,7 +233,7 @@ class ResultsMixin:
             path = path or self._ask_path("Save DICOM SEG", "regions_seg.dcm", "DICOM (*.dcm)")
             if not path:
                 return None
-            from spectrack.regions.dicomseg import write_dicom_seg
+            from spectrack.regions.formats.dicomseg import write_dicom_seg
 
             out = write_dicom_seg(self._current_label_map(), files, path)
             _show("info", f"spectrack: wrote {out}")

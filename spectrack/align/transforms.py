@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InconsistentInputError, InputError
 from ..geometry import Image
-from ..regions.labels import LabelMap
+from ..regions.labelmap import LabelMap
 
 __all__ = ["RigidResult", "TimepointTransforms", "propagate_labels", "save_transform", "load_transform"]
 

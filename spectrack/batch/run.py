@@ -137,8 +137,7 @@ def cache_key(path, settings: dict) -> dict:
         "spectrack_version": ...}``.
     """
     from .._version import __version__
-    from ..io_utils import sha256_file
-    from ..regions.labels import nifti_stem
+    from ..io_utils import nifti_stem, sha256_file
 
     path = Path(path)
     if not path.exists():

@@ -56,7 +56,7 @@ def _safe_id(name: str) -> str:
 
 
 def _default_id(path: Path) -> str:
-    from ..regions.labels import nifti_stem
+    from ..io_utils import nifti_stem
 
     return _safe_id(nifti_stem(path) if path.is_file() else path.name)
 
@@ -98,8 +98,8 @@ def find_label_map(folder) -> Path | None:
         When several label maps are found and none is named ``labels``.
     """
     from ..errors import LabelError
+    from ..io_utils import nifti_stem
     from ..load.nifti import find_nifti_files, is_label_file
-    from ..regions.labels import nifti_stem
 
     folder = Path(folder)
     cands = [p for p in find_nifti_files(folder) if is_label_file(p)]

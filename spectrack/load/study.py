@@ -90,7 +90,7 @@ def _pair_ct(emission: Series, cts: list[Series]) -> Series | None:
 def _prefix(s: Series) -> str | None:
     if not s.files or not str(s.files[0]).endswith((".nii", ".nii.gz")):
         return None
-    from ..regions.labels import nifti_stem
+    from ..io_utils import nifti_stem
 
     stem = nifti_stem(s.files[0])
     return stem.rsplit("_", 1)[0] if "_" in stem else None

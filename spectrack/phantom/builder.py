@@ -10,7 +10,7 @@ import numpy as np
 
 from ..geometry import Image
 from ..physics import decay_constant_per_h, in_frame_factor
-from ..regions.labels import LabelMap
+from ..regions.labelmap import LabelMap
 from ..regions.vocabulary import CANAL_LEVELS, GROUPS, INDEX
 from .anatomy import (canal_arclength_mm, canal_centreline, ct_from_materials, make_geometry, motion_matrix,
                       pose_matrix, rasterize, region_names)

@@ -194,7 +194,7 @@ def make_study(out_dir, preset: str = "nhp", *, seed: int = 0, times_h=None, uni
     100.0
     """
     from ..io_utils import atomic_write_text
-    from ..regions.labels import write_label_map
+    from ..regions.formats.nifti import write_label_map
     from .dicom_writer import DicomNames, write_ct_series, write_nm_spect
     from .nifti_writer import write_nifti_timepoint, write_scans_tsv
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry import Image
-from ..regions.labels import LabelMap
+from ..regions.labelmap import LabelMap
 
 __all__ = ["Phantom", "PhantomTimePoint", "DEFAULT_INJECTION", "TRUTH_BASIS", "TC99M_HALF_LIFE_H", "UINT16_MAX"]
 

@@ -11,7 +11,8 @@ import numpy as np
 from ..errors import InputError, LabelError
 from ..load.model import Study
 from ..physics import decay_factor
-from ..regions.labels import LabelMap, read_label_map
+from ..regions.formats.nifti import read_label_map
+from ..regions.labelmap import LabelMap
 from ..regions.vocabulary import GROUPS
 from .calibration import Calibration, calibrate_study
 from .parameters import DoseParameters, resolve_parameters

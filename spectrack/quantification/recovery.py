@@ -245,7 +245,7 @@ def cylinder_rc(diameter_mm, fwhm_mm: float, *, kind: str = "mean"):
 # ------------------------------------------------------------------- GTM
 def _as_label_array(labels):
     """(array, names, spacing or None) from a LabelMap, Image or ndarray."""
-    from ..regions.labels import LabelMap
+    from ..regions.labelmap import LabelMap
 
     if isinstance(labels, LabelMap):
         return labels.image.array, dict(labels.names), labels.image.spacing_mm
@@ -428,7 +428,7 @@ def gtm_correct(
     -------
     GTMResult
     """
-    from ..regions.labels import LabelMap
+    from ..regions.labelmap import LabelMap
 
     if fractions is not None:  # (label ids, masks): partial-volume masks on the image grid
         ids, frac = np.asarray(fractions[0], dtype=np.int64), np.asarray(fractions[1])

@@ -75,7 +75,7 @@ def add_gtm_correction(table, images, labels, fwhm_mm, *, nonnegative: bool = Tr
         ``pvc_method``; ``attrs["notes"]`` holds each time point's solver notes
         (an ill-conditioned matrix).
     """
-    from ..regions.labels import LabelMap
+    from ..regions.labelmap import LabelMap
     from ..regions.vocabulary import GROUPS
 
     df = table.copy()

@@ -249,7 +249,7 @@ def image_fwhm_mm(image: Image, labels, *, fwhm_range_mm=(2.0, 30.0)) -> dict:
     dict
         ``fwhm_mm`` (float), ``method``.
     """
-    from ..regions.labels import LabelMap
+    from ..regions.labelmap import LabelMap
 
     lab = labels.resampled_to(image).image.array if isinstance(labels, LabelMap) else np.asarray(labels)
     arr = np.asarray(image.array, dtype=np.float64)
@@ -333,9 +333,9 @@ def resolution_from_image(path, out, *, source: str = "point", line_axis: str | 
         raise InputError("a line source needs --line-axis i, j or k (the image axis it runs along)")
     image = None
     if path.is_file() and path.name.endswith((".nii", ".nii.gz")):
-        from ..regions.labels import read_label_image  # noqa: F401 - same header checks as every NIfTI reader
-        from ..load.nifti import _read_voxels
         from ..geometry import from_nifti_affine
+        from ..load.nifti import _read_voxels
+        from ..regions.formats.nifti import read_label_image  # noqa: F401 - same header checks as every NIfTI reader
 
         arr, aff = _read_voxels(path, [])
         image = from_nifti_affine(arr, aff)

@@ -1,6 +1,6 @@
 """A curve in LPS millimetres along a tube-shaped structure (the spinal canal), caudal to cranial.
 
-Shared by the canal finder (:mod:`spectrack.regions.auto_canal`) and the
+Shared by the canal finder (:mod:`spectrack.regions.auto.canal`) and the
 neuraxis profile (:mod:`spectrack.regions.neuraxis`), so that neither imports
 the other to reach it.
 """

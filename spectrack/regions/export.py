@@ -6,9 +6,9 @@ its names TSV, listed under ``label_maps`` in ``study.json`` with the CT series
 they lie with). :func:`export_regions` writes them again as
 
 * ``nifti``: ``tp<N>_labels.nii.gz`` + ``tp<N>_labels.tsv`` (the same voxels);
-* ``seg``: a DICOM Segmentation per time point (:func:`~spectrack.regions.dicomseg.write_dicom_seg`,
+* ``seg``: a DICOM Segmentation per time point (:func:`~spectrack.regions.formats.dicomseg.write_dicom_seg`,
   highdicom), one BINARY segment per region, referencing the time point's CT;
-* ``rtstruct``: an RT Structure Set per time point (:func:`~spectrack.regions.rtstruct.write_rtstruct`),
+* ``rtstruct``: an RT Structure Set per time point (:func:`~spectrack.regions.formats.rtstruct.write_rtstruct`),
   contours on the slices of the time point's CT.
 
 DICOM-SEG and RTSTRUCT reference images, so they need the time point's CT as
@@ -64,7 +64,9 @@ def read_used_labels(results, timepoint: int):
     """
     import numpy as np
 
-    from .labels import LabelMap, read_label_map, read_names
+    from .formats.names import read_names
+    from .formats.nifti import read_label_map
+    from .labelmap import LabelMap
 
     results = Path(results)
     listing = {int(m["timepoint"]): m for m in _listing(results)}
@@ -133,7 +135,7 @@ def export_regions(results, fmt: str, out_dir=None, *, timepoints=None) -> tuple
         Results without label maps, a time point without a DICOM CT (SEG,
         RTSTRUCT), an unknown format or time point.
     """
-    from .labels import write_label_map
+    from .formats.nifti import write_label_map
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
@@ -161,12 +163,12 @@ def export_regions(results, fmt: str, out_dir=None, *, timepoints=None) -> tuple
             written.append(write_label_map(lab, target))
             written.append(target.with_name(f"tp{n}_labels.tsv"))
         elif fmt == "seg":
-            from .dicomseg import write_dicom_seg
+            from .formats.dicomseg import write_dicom_seg
 
             written.append(write_dicom_seg(lab, refs[n], target, series_description=f"spectrack regions tp{n}",
                                            series_number=900 + n))
         else:
-            from .rtstruct import write_rtstruct
+            from .formats.rtstruct import write_rtstruct
 
             written.append(write_rtstruct(lab, refs[n], target, structure_set_label=f"spectrack tp{n}",
                                           series_number=950 + n))

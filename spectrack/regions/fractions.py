@@ -2,7 +2,7 @@
 
 A label map drawn on a CT finer than the SPECT knows region boundaries to a
 fraction of an emission voxel. Giving each emission voxel to one region (the
-hard mask :meth:`~spectrack.regions.labels.LabelMap.resampled_to` makes)
+hard mask :meth:`~spectrack.regions.labelmap.LabelMap.resampled_to` makes)
 throws that away: a boundary voxel half brain, half CSF is all one or the
 other. Recovery correction with fractional masks (as PETPVC's GTM takes
 probabilistic masks) models the boundary voxel as the mix it is.
@@ -38,7 +38,7 @@ def region_fractions(labels, reference: Image, transform=None, *, supersample: i
         The emission grid.
     transform : SimpleITK.Transform, optional
         Maps ``reference`` points into the labels' space (as for
-        :meth:`~spectrack.regions.labels.LabelMap.resampled_to`).
+        :meth:`~spectrack.regions.labelmap.LabelMap.resampled_to`).
     supersample : int
         Sample points per voxel edge (``supersample**3`` per voxel); the
         fractions are multiples of ``1 / supersample**3``.
@@ -53,7 +53,7 @@ def region_fractions(labels, reference: Image, transform=None, *, supersample: i
 
     Examples
     --------
-    >>> from spectrack.regions.labels import LabelMap
+    >>> from spectrack.regions.labelmap import LabelMap
     >>> fine = np.zeros((4, 4, 4), np.int16); fine[:, :, :1] = 1     # i < 1 of 4 fine voxels
     >>> lm = LabelMap(Image(fine, (-0.375,) * 3, (0.25,) * 3), {1: "a"})
     >>> ids, f = region_fractions(lm, Image(np.zeros((1, 1, 1)), (0.0,) * 3, (1.0,) * 3), supersample=4)

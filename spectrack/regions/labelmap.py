@@ -2,8 +2,8 @@
 
 A :class:`LabelMap` is an integer :class:`~spectrack.geometry.Image` plus a
 ``{index: name}`` mapping. Reading and writing files is in
-:mod:`spectrack.regions.labels` (images) and
-:mod:`spectrack.regions.label_tables` (names files).
+:mod:`spectrack.regions.formats.nifti` (images) and
+:mod:`spectrack.regions.formats.names` (names files).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 DICOM region files (RTSTRUCT, SEG) say where they were drawn: their readers
 put the file's ``FrameOfReferenceUID``, ``PatientID`` and referenced series
 into :attr:`LabelMap.meta` (``frame_of_reference_uid``, ``patient_id``,
-``referenced_series_uid``; see :func:`spectrack.regions.labels.dicom_region_meta`).
+``referenced_series_uid``; see :func:`spectrack.regions.labelmap.dicom_region_meta`).
 :func:`locate_regions` compares them with the study once, for every format:
 
 * another subject's regions (PatientID not the study's) are refused;
@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InconsistentInputError
-from .labels import LabelMap
+from .labelmap import LabelMap
 
 __all__ = ["locate_regions", "read_study_regions"]
 
@@ -107,7 +107,7 @@ def read_study_regions(path, study, *, reference_index: int = 0) -> tuple[LabelM
     Parameters
     ----------
     path : path-like
-        Any format :func:`spectrack.regions.io.read_regions` reads.
+        Any format :func:`spectrack.regions.formats.dispatch.read_regions` reads.
     study : Study
         The loaded study.
     reference_index : int
@@ -121,7 +121,7 @@ def read_study_regions(path, study, *, reference_index: int = 0) -> tuple[LabelM
     timepoint : int
         That time point (see :func:`locate_regions`).
     """
-    from .io import RTSTRUCT_SOP_CLASS, read_regions
+    from .formats.dispatch import RTSTRUCT_SOP_CLASS, read_regions
 
     def grid(n):
         tp = study.timepoints[n]

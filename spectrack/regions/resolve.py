@@ -66,7 +66,7 @@ def resolve_regions(study, settings, *, labels=None) -> StudyRegions:
     InputError
         ``labels`` of another type.
     """
-    from .labels import LabelMap
+    from .labelmap import LabelMap
 
     label_inputs = []
     lab = labels if labels is not None else settings.labels
@@ -77,7 +77,7 @@ def resolve_regions(study, settings, *, labels=None) -> StudyRegions:
     reference = settings.reference
     drawn_on = None  # the time point the region file says it was drawn on
     if isinstance(lab, (str, Path)) or hasattr(lab, "__fspath__"):
-        from .labels import names_sidecar
+        from .formats.names import names_sidecar
         from .placement import read_study_regions
 
         lab_path = Path(lab)
@@ -121,11 +121,11 @@ def add_auto_regions(study, settings, regions: StudyRegions) -> StudyRegions:
     -------
     StudyRegions
         ``regions`` itself when it has a label map; otherwise a copy with the regions of
-        :func:`spectrack.regions.auto.segment_study`.
+        :func:`spectrack.regions.auto.ct.segment_study`.
     """
     if regions.label_map is not None:
         return regions
-    from .auto import segment_study
+    from .auto.ct import segment_study
 
     lab = segment_study(study, preset=settings.auto_regions, reference=settings.reference,
                         canal_boundaries_mm=settings.canal_boundaries_mm)

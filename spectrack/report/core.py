@@ -199,7 +199,7 @@ def report_data_from_results(results_dir) -> ReportData:
 
 def _reload_images(data: ReportData) -> None:
     from ..load import load_study
-    from ..regions.labels import read_label_map
+    from ..regions.formats.nifti import read_label_map
 
     meta = data.metadata
     st = meta.get("study") or {}

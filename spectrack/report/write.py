@@ -104,7 +104,8 @@ def write_label_maps(study: Study, labels_per_timepoint: list, out_dir) -> tuple
     over its own mask, written as ``tp<N>_mask_<index>_<name>.nii.gz``.
     """
     from ..io_utils import sha256_file
-    from ..regions.labels import LabelMap, write_label_map
+    from ..regions.formats.nifti import write_label_map
+    from ..regions.labelmap import LabelMap
 
     out = Path(out_dir)
     outputs: dict[str, Path] = {}
@@ -183,7 +184,7 @@ def study_record(study: Study, quant, regions, *, registration: dict | None, met
         :attr:`spectrack.align.study.Alignment.record`.
     method_notes : list of str
         How the intervals, the recovery correction and the kinetics were computed (``kinetics_method``).
-    neuraxis : spectrack.regions.neuraxis_stage.NeuraxisProfile
+    neuraxis : spectrack.regions.neuraxis.stage.NeuraxisProfile
         The front, spread measures and warnings of the canal profile.
     settings : Settings
         The settings used (``provenance.parameters``).

@@ -5,7 +5,7 @@ SimpleITK, whose world coordinates are LPS like spectrack's. A 3D Slicer
 segmentation (``.seg.nrrd``) carries the name, label value and layer of each
 segment in its header; it is read with ``slicerio``. Overlapping segments
 sit in different layers (a 4-D voxel array): each segment then keeps its
-own mask (:meth:`~spectrack.regions.labels.LabelMap.from_masks`).
+own mask (:meth:`~spectrack.regions.labelmap.LabelMap.from_masks`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, LabelError
-from ..geometry import Image, from_sitk
-from .label_tables import names_sidecar, read_names
-from .labelmap import LabelMap, note_regions_without_voxels
+from ...errors import InputError, LabelError
+from ...geometry import Image, from_sitk
+from ..labelmap import LabelMap, note_regions_without_voxels
+from .names import names_sidecar, read_names
 
 __all__ = ["read_itk_label_image", "read_slicer_segmentation"]
 

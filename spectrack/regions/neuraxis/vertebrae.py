@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .vocabulary import CANAL_LEVELS
+from ..vocabulary import CANAL_LEVELS
 
 __all__ = ["vertebra_table", "VERTEBRA_COLUMNS"]
 
@@ -46,7 +46,7 @@ def vertebra_table(profile, vertebrae: dict):
     """%ID along the canal per vertebra, from the neuraxis profile and the vertebrae counted on CT.
 
     The vertebrae (``auto_regions["vertebrae"]`` of automatic regions,
-    :meth:`spectrack.regions.vertebrae.VertebraeResult.to_json`) are arc-length
+    :meth:`spectrack.regions.auto.vertebrae.VertebraeResult.to_json`) are arc-length
     intervals along the centreline traced on the CT; the profile's centreline
     is traced on each time point's canal labels. The two are matched at the
     three level boundaries (L/S1, T/L1, C7/T1), where the labels' canal

@@ -7,7 +7,7 @@ spectrack label index is kept in each segment's Tracking ID
 exactly; SEGs from other software are numbered by segment number.
 
 This module also holds the small reader of a reference image series
-(:func:`read_reference_series`) shared with :mod:`spectrack.regions.rtstruct`.
+(:func:`read_reference_series`) shared with :mod:`spectrack.regions.formats.rtstruct`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InconsistentInputError, InputError, LabelError
-from ..geometry import Image
-from .labels import LabelMap
+from ...errors import InconsistentInputError, InputError, LabelError
+from ...geometry import Image
+from ..labelmap import LabelMap
 
 __all__ = ["write_dicom_seg", "read_dicom_seg", "read_reference_series", "TRACKING_ID_PREFIX", "SEG_SOP_CLASSES",
            "FRACTION_THRESHOLD"]
@@ -68,7 +68,7 @@ def _as_datasets(reference, *, pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from ..load.dicom import dcmread_lenient
+    from ...load.dicom import dcmread_lenient
 
     if isinstance(reference, (str, Path)):
         p = Path(reference)
@@ -194,8 +194,8 @@ def write_dicom_seg(labels: LabelMap, reference, path, *, series_description: st
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    from .._version import __version__
-    from ..io_utils import atomic_path
+    from ..._version import __version__
+    from ...io_utils import atomic_path
 
     datasets, grid = read_reference_series(reference)
     lab = labels.resampled_to(grid)
@@ -301,8 +301,8 @@ def read_dicom_seg(path, reference: Image | None = None) -> LabelMap:
     import highdicom as hd
     from pydicom.errors import InvalidDicomError
 
-    from ..load.dicom import dcmread_lenient
-    from .labels import dicom_region_meta, note_regions_without_voxels
+    from ...load.dicom import dcmread_lenient
+    from ..labelmap import dicom_region_meta, note_regions_without_voxels
 
     path = Path(path)
     if not path.exists():

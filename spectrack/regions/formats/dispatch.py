@@ -3,29 +3,31 @@
 =====================================  =======================================
 input                                  read by
 =====================================  =======================================
-``*.nii`` / ``*.nii.gz`` (+ names)     :func:`spectrack.regions.labels.read_label_map`
-``*.nrrd``, ``*.mha`` (+ names)        :func:`spectrack.regions.labels.read_label_map` (SimpleITK)
-3D Slicer ``*.seg.nrrd``               :func:`spectrack.regions.itk_labels.read_slicer_segmentation`
-DICOM Segmentation (``*.dcm``), also   :func:`spectrack.regions.dicomseg.read_dicom_seg`
+``*.nii`` / ``*.nii.gz`` (+ names)     :func:`spectrack.regions.formats.nifti.read_label_map`
+``*.nrrd``, ``*.mha`` (+ names)        :func:`spectrack.regions.formats.nifti.read_label_map` (SimpleITK)
+3D Slicer ``*.seg.nrrd``               :func:`spectrack.regions.formats.itk.read_slicer_segmentation`
+DICOM Segmentation (``*.dcm``), also   :func:`spectrack.regions.formats.dicomseg.read_dicom_seg`
 Label Map Segmentation
-DICOM RTSTRUCT (``*.dcm``)             :func:`spectrack.regions.rtstruct.read_rtstruct`
+DICOM RTSTRUCT (``*.dcm``)             :func:`spectrack.regions.formats.rtstruct.read_rtstruct`
                                        (rasterised onto the reference CT)
-TotalSegmentator output folder         :func:`spectrack.regions.totalseg.read_totalsegmentator`
+TotalSegmentator output folder         :func:`spectrack.regions.formats.totalseg.read_totalsegmentator`
 =====================================  =======================================
 
 Names: a ``<stem>.tsv``/``.json``/ITK-SNAP ``.txt`` beside a label image, the
 label table in a NIfTI header extension, the segment or ROI names of the DICOM
 files. Whatever the format, TotalSegmentator class names are mapped onto the
-spectrack vocabulary (:func:`spectrack.regions.totalseg.map_totalsegmentator_labels`).
+spectrack vocabulary (:func:`spectrack.regions.formats.totalseg.map_totalsegmentator_labels`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError, LabelError
-from ..geometry import Image
-from .labels import LABEL_IMAGE_SUFFIXES, LabelMap, read_label_map
+from ...errors import InputError, LabelError
+from ...geometry import Image
+from ...io_utils import LABEL_IMAGE_SUFFIXES
+from ..labelmap import LabelMap
+from .nifti import read_label_map
 
 __all__ = ["read_regions", "SEG_SOP_CLASS", "SEG_SOP_CLASSES", "RTSTRUCT_SOP_CLASS"]
 
@@ -62,7 +64,7 @@ def _read(path: Path, reference: Image | None) -> LabelMap:
         return read_label_map(path)
     from pydicom.errors import InvalidDicomError
 
-    from ..load.dicom import dcmread_lenient
+    from ...load.dicom import dcmread_lenient
 
     try:
         ds = dcmread_lenient(path, stop_before_pixels=True)

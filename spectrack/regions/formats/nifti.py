@@ -1,10 +1,10 @@
 """Label maps with region names: reading and writing label images (NIfTI here; NRRD, MetaImage and 3D Slicer
-segmentations through :mod:`spectrack.regions.itk_labels`).
+segmentations through :mod:`spectrack.regions.formats.itk`).
 
 A :class:`~spectrack.regions.labelmap.LabelMap` (defined in
-:mod:`spectrack.regions.labelmap`, importable from here) is an integer
+:mod:`spectrack.regions.labelmap`) is an integer
 :class:`~spectrack.geometry.Image` plus a ``{index: name}`` mapping. Names
-(:mod:`spectrack.regions.label_tables`) come from a sidecar beside the file:
+(:mod:`spectrack.regions.formats.names`) come from a sidecar beside the file:
 ``<stem>.tsv`` (``index<TAB>name`` lines, an optional header) or
 ``<stem>.json`` (``{"1": "brain", ...}``), or are given explicitly.
 """
@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, LabelError
-from ..geometry import Image, from_nifti_affine, to_nifti_affine
-from ..io_utils import LABEL_IMAGE_SUFFIXES, nifti_stem
-from .label_tables import _integer_key, names_sidecar, read_names
-from .labelmap import RESERVED_NAMES, LabelMap, dicom_region_meta, note_regions_without_voxels
+from ...errors import InputError, LabelError
+from ...geometry import Image, from_nifti_affine, to_nifti_affine
+from ...io_utils import nifti_stem
+from ..labelmap import LabelMap
+from .names import _integer_key, names_sidecar, read_names
 
-__all__ = ["LabelMap", "LABEL_IMAGE_SUFFIXES", "read_label_map", "read_label_image", "names_sidecar", "write_label_map", "read_names", "nifti_stem",
-           "note_regions_without_voxels", "dicom_region_meta", "RESERVED_NAMES"]
+__all__ = ["read_label_map", "read_label_image", "write_label_map"]
 
 
 def read_label_image(path, what: str = "label map") -> Image:
@@ -34,7 +33,7 @@ def read_label_image(path, what: str = "label map") -> Image:
     """
     import nibabel as nib
 
-    from ..load.nifti import _check_header, verify_voxel_data
+    from ...load.nifti import _check_header, verify_voxel_data
 
     path = Path(path)
     try:
@@ -122,7 +121,7 @@ def read_label_map(path, names=None) -> LabelMap:
         ``.nii``/``.nii.gz`` (nibabel), ``.nrrd``/``.nhdr``/``.mha``/``.mhd``
         (SimpleITK) with integer labels, or a 3D Slicer segmentation
         ``.seg.nrrd`` (segment names and label values from its header, see
-        :func:`spectrack.regions.itk_labels.read_slicer_segmentation`).
+        :func:`spectrack.regions.formats.itk.read_slicer_segmentation`).
     names : dict, path-like or None
         Names as a mapping, or a TSV/JSON/ITK-SNAP file; by default the
         sidecar ``<stem>.tsv``, ``<stem>.json`` or ``<stem>.txt`` beside the
@@ -145,14 +144,14 @@ def read_label_map(path, names=None) -> LabelMap:
         raise InputError(f"label map {path} does not exist: check the --labels path")
     lname = path.name.lower()
     if lname.endswith(".seg.nrrd"):
-        from .itk_labels import read_slicer_segmentation
+        from .itk import read_slicer_segmentation
 
         return read_slicer_segmentation(path, names=names)
     meta: dict = {}
     if lname.endswith((".nii", ".nii.gz")):
         image = read_label_image(path)
     elif lname.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
-        from .itk_labels import read_itk_label_image
+        from .itk import read_itk_label_image
 
         image = read_itk_label_image(path)
     else:
@@ -165,7 +164,7 @@ def read_label_map(path, names=None) -> LabelMap:
     if names is None and lname.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        from .label_tables import names_from_nifti_extensions
+        from .names import names_from_nifti_extensions
 
         names = names_from_nifti_extensions(nib.load(str(path)).header)
         if names is not None:
@@ -187,7 +186,7 @@ def write_label_map(labels: LabelMap, path) -> Path:
     """Write labels as NIfTI plus a ``<stem>.tsv`` names sidecar (atomically)."""
     import nibabel as nib
 
-    from ..io_utils import atomic_path
+    from ...io_utils import atomic_path
 
     path = Path(path)
     arr, aff = to_nifti_affine(labels.image)

@@ -38,12 +38,12 @@ When the profile shows no dips, or their number does not fit the species
 (a vertebra missing from the field of view, a transitional vertebra, a
 fused segment, a CT too coarse for the discs), nothing is guessed: the
 result is None with the reason, and the caller falls back to fractions of
-canal length (:func:`spectrack.regions.auto.segment_ct` says so in a warning).
+canal length (:func:`spectrack.regions.auto.ct.segment_ct` says so in a warning).
 
 Examples
 --------
 >>> from spectrack.phantom import make_phantom
->>> from spectrack.regions.auto import segment_ct
+>>> from spectrack.regions.auto.ct import segment_ct
 >>> ph = make_phantom("nhp", seed=1, times_h=[1.0], vertebrae="discrete", ct_refine=3)
 >>> meta = segment_ct(ph.timepoints[0].ct, preset="nhp").image.meta["auto_regions"]
 >>> meta["canal_levels"]
@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..geometry import Image
-from .centreline import Centreline
+from ...geometry import Image
+from ..centreline import Centreline
 
 __all__ = ["VERTEBRAL_FORMULA", "Vertebrae", "find_vertebrae", "vertebra_names"]
 
@@ -73,7 +73,7 @@ VERTEBRAL_FORMULA: dict[str, dict] = {
 }
 
 #: Soft tissue (muscle) HU, the low end of the bone/soft-tissue contrast (as in
-#: :data:`spectrack.regions.auto_organs.HU_WINDOWS`; general radiology knowledge).
+#: :data:`spectrack.regions.auto.organs.HU_WINDOWS`; general radiology knowledge).
 SOFT_TISSUE_HU = 40.0
 
 
@@ -228,11 +228,11 @@ def find_vertebrae(ct: Image, centreline: Centreline, *, preset: str, canal_radi
         CT in Hounsfield units, any grid.
     centreline : Centreline
         Canal centreline (LPS mm, caudal to cranial), e.g. from
-        :func:`spectrack.regions.auto_canal.find_canal`; its cranial end is
+        :func:`spectrack.regions.auto.canal.find_canal`; its cranial end is
         taken as the foramen magnum (top of C1).
     preset : {'rat', 'nhp', 'human'}
         Species: the vertebral formula (:data:`VERTEBRAL_FORMULA`) and the
-        priors of :data:`spectrack.regions.auto_organs.PRIORS` (canal radius,
+        priors of :data:`spectrack.regions.auto.organs.PRIORS` (canal radius,
         how far from the canal the vertebrae reach), scaled by the measured
         canal length.
     canal_radius_mm : float, optional
@@ -255,7 +255,7 @@ def find_vertebrae(ct: Image, centreline: Centreline, *, preset: str, canal_radi
     """
     from scipy.signal import find_peaks
 
-    from .auto_organs import PRIORS
+    from .organs import PRIORS
 
     if preset not in VERTEBRAL_FORMULA:
         return None, f"no vertebral formula for preset {preset!r}"

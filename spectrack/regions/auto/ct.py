@@ -11,23 +11,23 @@ no CT). The steps, all in millimetres from the image geometry (LPS, head =
 2. **spinal canal**: the fluid space enclosed by vertebral bone (plus the rim
    voxels less than half bone, which the CT's blur mixes with it), traced slice
    by slice into a smooth centreline from the sacrum to the skull base
-   (:func:`spectrack.regions.auto_canal.find_canal`); split into
+   (:func:`spectrack.regions.auto.canal.find_canal`); split into
    ``canal_sacral`` / ``canal_lumbar`` / ``canal_thoracic`` /
    ``canal_cervical`` at user-set arc lengths (``canal_boundaries_mm``), else
    at the L/S1, T/L1 and C7/T1 discs of the vertebrae counted on the CT
-   (:func:`spectrack.regions.vertebrae.find_vertebrae`), else at the preset's
+   (:func:`spectrack.regions.auto.vertebrae.find_vertebrae`), else at the preset's
    fractions of canal length, with a warning saying why the vertebrae could
    not be counted (``labels.warnings``: study.json, the report and the CLI);
 3. **brain**: the space enclosed by bone, the foramen magnum plugged by the
    canal; **skull**: bone around it; **vertebrae**: other bone near the canal;
    **csf_intracranial**: CSF-density space inside it at the foramen magnum
    (cisterna magna, basal cisterns) or deep in the brain (ventricles)
-   (:func:`~spectrack.regions.auto_organs.intracranial_csf`), taken out of
+   (:func:`~spectrack.regions.auto.organs.intracranial_csf`), taken out of
    ``brain`` (which is then parenchyma); when the CT shows none, ``brain``
    keeps the intracranial CSF and the metadata says so
    (``auto_regions["csf_intracranial"]`` and a note);
 4. **organs** by CT density window and a position prior relative to the canal
-   (:data:`~spectrack.regions.auto_organs.PRIORS`): liver, kidneys (one per
+   (:data:`~spectrack.regions.auto.organs.PRIORS`): liver, kidneys (one per
    side), bladder (fluid in the pelvis), stomach, thyroid, salivary glands;
 5. **injection site** (when SPECT is given): the hot spot just outside the
    lumbar canal.
@@ -57,13 +57,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ..geometry import Image
-from .auto_canal import View, close_mm, dilate_mm, fill_holes, find_canal, split_levels
-from .auto_organs import (CSF_INTRACRANIAL_HU, HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull,
-                          find_injection_site, intracranial_csf, pick_components)
-from .labels import LabelMap
-from .vocabulary import CANAL_LEVELS, INDEX
+from ...errors import InputError
+from ...geometry import Image
+from ..labelmap import LabelMap
+from ..vocabulary import CANAL_LEVELS, INDEX
+from .canal import View, close_mm, dilate_mm, fill_holes, find_canal, split_levels
+from .organs import (CSF_INTRACRANIAL_HU, HU_WINDOWS, PRIORS, BodyFrame, body_mask, brain_and_skull,
+                     find_injection_site, intracranial_csf, pick_components)
 
 __all__ = ["segment_ct", "segment_study", "PRESETS", "PRIORS", "HU_WINDOWS"]
 
@@ -160,7 +160,7 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
         preset's fractions of canal length with a warning.
     hu_windows : dict, optional
         Replace entries of :data:`HU_WINDOWS` (and ``"csf_intracranial"``,
-        default :data:`~spectrack.regions.auto_organs.CSF_INTRACRANIAL_HU`).
+        default :data:`~spectrack.regions.auto.organs.CSF_INTRACRANIAL_HU`).
     working_spacing_mm : float, optional
         A CT finer than this is first block-averaged to voxels of about this
         size (:func:`spectrack.align.shrink.shrink_to_spacing`; integer
@@ -186,7 +186,7 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
     """
     if preset not in PRIORS:
         raise InputError(f"unknown preset {preset!r} for automatic regions: choose one of {', '.join(PRIORS)}")
-    from ..align.shrink import shrink_to_spacing
+    from ...align.shrink import shrink_to_spacing
 
     if working_spacing_mm is None:
         working_spacing_mm = PRIORS[preset]["canal_radius_mm"] / 5.0
@@ -200,7 +200,7 @@ def segment_ct(ct: Image, *, preset: str, spect: Image | None = None, canal_boun
                          f"{working_spacing_mm:.3g} mm)")
     grid = _working_grid(work, max_voxels)
     if grid is not None:
-        from ..align.resample import resample_image
+        from ...align.resample import resample_image
 
         work = resample_image(work, grid, order=1, default_value=-1000.0)
         notes.append(f"segmented on a {'x'.join(str(v) for v in grid.shape_ijk)} grid of "
@@ -333,7 +333,7 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
 
     # ---- injection site from SPECT
     if spect is not None and cl is not None:
-        from ..align.resample import resample_image
+        from ...align.resample import resample_image
 
         sp_img = spect if spect.same_grid(ct) else resample_image(spect, ct, order=0)
         spv = view.to_view(np.asarray(sp_img.array, np.float32))
@@ -391,6 +391,6 @@ def segment_study(study, *, preset: str, reference: int = 0, canal_boundaries_mm
     spect = tp.emission.image
     if tp.ct is not None:
         return segment_ct(tp.ct.image, preset=preset, spect=spect, canal_boundaries_mm=canal_boundaries_mm)
-    from .auto_spect import segment_spect
+    from .spect import segment_spect
 
     return segment_spect(spect, preset=preset, canal_boundaries_mm=canal_boundaries_mm)

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, LabelError
-from ..geometry import Image
+from ...errors import InputError, LabelError
+from ...geometry import Image
+from ..labelmap import LabelMap
 from .dicomseg import read_reference_series
-from .labels import LabelMap
 
 __all__ = ["write_rtstruct", "read_rtstruct", "RT_STRUCTURE_SET_STORAGE"]
 
@@ -96,8 +96,8 @@ def write_rtstruct(labels: LabelMap, reference_ct_files, path, *, structure_set_
     from pydicom.sequence import Sequence
     from pydicom.uid import UID_dictionary, ExplicitVRLittleEndian, generate_uid
 
-    from .._version import __version__
-    from ..io_utils import atomic_path
+    from ..._version import __version__
+    from ...io_utils import atomic_path
 
     datasets, grid = read_reference_series(reference_ct_files)
     lab = labels.resampled_to(grid)
@@ -367,8 +367,8 @@ def read_rtstruct(path, reference: Image) -> LabelMap:
     """
     from pydicom.errors import InvalidDicomError
 
-    from ..load.dicom import dcmread_lenient
-    from .labels import dicom_region_meta, note_regions_without_voxels
+    from ...load.dicom import dcmread_lenient
+    from ..labelmap import dicom_region_meta, note_regions_without_voxels
 
     path = Path(path)
     if not path.exists():

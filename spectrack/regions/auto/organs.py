@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .auto_canal import View, component_stats, dilate_mm, fill_holes
-from .centreline import Centreline
+from ..centreline import Centreline
+from .canal import View, component_stats, dilate_mm, fill_holes
 
 __all__ = ["PRIORS", "HU_WINDOWS", "CSF_INTRACRANIAL_HU", "BodyFrame", "body_mask", "brain_and_skull",
            "intracranial_csf", "pick_components", "find_injection_site"]
@@ -224,7 +224,7 @@ def intracranial_csf(ct_view: np.ndarray, brain: np.ndarray, canal: np.ndarray, 
     Parameters
     ----------
     ct_view : ndarray
-        CT (HU) in view order (:class:`~spectrack.regions.auto_canal.View`).
+        CT (HU) in view order (:class:`~spectrack.regions.auto.canal.View`).
     brain : ndarray of bool
         Intracranial mask from :func:`brain_and_skull`.
     canal : ndarray of bool

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ..geometry import Image
-from .auto_canal import View
-from .auto_organs import PRIORS
-from .labels import LabelMap
-from .vocabulary import INDEX
+from ...errors import InputError
+from ...geometry import Image
+from ..labelmap import LabelMap
+from ..vocabulary import INDEX
+from .canal import View
+from .organs import PRIORS
 
 __all__ = ["segment_spect", "spect_body_mask"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .neuraxis_spread import spread_measures, tracer_front
+from .spread import spread_measures, tracer_front
 
 __all__ = ["plot_profile", "write_profile", "PROFILE_AXIS_LABELS"]
 
@@ -48,7 +48,7 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: rendered by Agg, no global backend state
 
-    from ..io_utils import atomic_path
+    from ...io_utils import atomic_path
 
     if spread is None:
         spread = spread_measures(profile)
@@ -104,7 +104,7 @@ def write_profile(profile, out_dir, *, fraction: float = 0.5, reference: str = "
     dict
         File name -> path of what was written.
     """
-    from ..io_utils import atomic_path
+    from ...io_utils import atomic_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ import shlex
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import InputError, LabelError
-from ..io_utils import nifti_stem
+from ...errors import InputError, LabelError
+from ...io_utils import nifti_stem
 
 __all__ = ["read_itksnap_labels", "looks_like_itksnap", "names_from_nifti_extensions", "parse_label_table_xml",
            "names_sidecar", "read_names", "read_names_text"]
@@ -179,9 +179,9 @@ def read_names(path: Path) -> dict[int, str]:
     ``#`` are ignored. The JSON is an object ``{"1": "brain"}`` or a list of
     ``{"index": 1, "name": "brain"}``. An ITK-SNAP label description file
     (``IDX R G B A VIS MSH "LABEL"`` lines) is recognised by its content
-    (see :func:`spectrack.regions.label_tables.read_itksnap_labels`).
+    (see :func:`spectrack.regions.formats.names.read_itksnap_labels`).
     """
-    from .label_tables import looks_like_itksnap, read_itksnap_labels
+    from .names import looks_like_itksnap, read_itksnap_labels
 
     path = Path(path)
     text = read_names_text(path)

@@ -21,28 +21,21 @@ Typical use after :func:`spectrack.quantification.quantify` with
 
 Table columns are in :data:`PROFILE_COLUMNS`. This module holds the profile
 itself (slabs along the centreline, partial-voxel weights); the front and the
-spread measures are in :mod:`.neuraxis_spread`, the per-vertebra table in
-:mod:`.neuraxis_vertebrae`, the figure and the CSV files in
-:mod:`.neuraxis_output`, all re-exported here.
+spread measures are in :mod:`.spread`, the per-vertebra table in
+:mod:`.vertebrae`, the figure and the CSV files in :mod:`.output`, all
+re-exported by :mod:`spectrack.regions.neuraxis`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import Image
-from .centreline import Centreline
-from .labels import LabelMap
-from .neuraxis_output import PROFILE_AXIS_LABELS, plot_profile, write_profile
-from .neuraxis_spread import (ARRIVAL_FRACTION, EDGE_FRACTION, FRONT_COLUMNS, SPREAD_COLUMNS, WINDOW_MM,
-                              spread_measures, tracer_front)
-from .neuraxis_vertebrae import VERTEBRA_COLUMNS, vertebra_table
-from .vocabulary import CANAL_LEVELS
+from ...geometry import Image
+from ..centreline import Centreline
+from ..labelmap import LabelMap
+from ..vocabulary import CANAL_LEVELS
 
-__all__ = ["Centreline", "centreline_from_labels", "neuraxis_profile", "profile_study", "tracer_front",
-           "spread_measures", "SPREAD_COLUMNS", "vertebra_table", "VERTEBRA_COLUMNS",
-           "write_profile", "plot_profile", "PROFILE_COLUMNS", "FRONT_COLUMNS",
-           "PROFILE_AXIS_LABELS", "EDGE_FRACTION", "WINDOW_MM", "ARRIVAL_FRACTION"]
+__all__ = ["centreline_from_labels", "neuraxis_profile", "profile_study", "PROFILE_COLUMNS"]
 
 #: Columns of the profile table.
 PROFILE_COLUMNS = {
@@ -73,14 +66,14 @@ def centreline_from_labels(labels: LabelMap, *, levels=CANAL_LEVELS, smooth_mm: 
                            use_stored: bool = True) -> Centreline | None:
     """Centreline of the canal regions of a label map (caudal to cranial).
 
-    Automatic label maps (:func:`spectrack.regions.auto.segment_ct`) carry
+    Automatic label maps (:func:`spectrack.regions.auto.ct.segment_ct`) carry
     their CT-derived centreline in ``labels.image.meta["auto_regions"]``; it is
     used when ``use_stored`` (the default). Otherwise the centreline is
     rebuilt from the per-slice centroids of the canal voxels.
 
     Returns None when the label map has no canal voxels.
     """
-    from .auto_canal import centreline_from_mask
+    from ..auto.canal import centreline_from_mask
 
     meta = labels.image.meta.get("auto_regions") if isinstance(labels.image.meta, dict) else None
     if use_stored and meta and meta.get("centreline"):
@@ -161,7 +154,7 @@ def neuraxis_profile(activity_mbq: Image, labels: LabelMap, *, injected_mbq: flo
     """
     import pandas as pd
 
-    from .auto_canal import dilate_mm
+    from ..auto.canal import dilate_mm
 
     img = activity_mbq
     if not labels.image.same_grid(img):
@@ -290,7 +283,7 @@ def profile_study(study, labels_per_timepoint, calibrations, params, *, centreli
     """
     import pandas as pd
 
-    from ..physics import decay_factor
+    from ...physics import decay_factor
 
     hl = params.half_life_h.value
     a_inj = params.injected_mbq.value

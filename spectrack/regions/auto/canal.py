@@ -14,8 +14,8 @@ bone, slice by slice along the image axis closest to the body's long axis:
    (Savitzky-Golay) and resampled evenly in arc length, caudal to cranial;
 5. canal levels are cut at arc lengths along the centreline
    (:func:`split_levels`): user-set boundaries in mm, the discs between
-   vertebrae counted on the CT (:mod:`spectrack.regions.vertebrae`), or the
-   preset's fractions of canal length (:mod:`spectrack.regions.auto` picks
+   vertebrae counted on the CT (:mod:`spectrack.regions.auto.vertebrae`), or the
+   preset's fractions of canal length (:mod:`spectrack.regions.auto.ct` picks
    and says which).
 
 Everything is in physical units (mm) via the image geometry, so voxel size
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..geometry import Image
-from .centreline import Centreline
-from .vocabulary import CANAL_LEVELS
+from ...geometry import Image
+from ..centreline import Centreline
+from ..vocabulary import CANAL_LEVELS
 
 __all__ = ["View", "component_stats", "fill_holes", "dilate_mm", "erode_mm", "close_mm", "open_mm", "CanalResult", "find_canal",
            "centreline_from_mask", "split_levels"]

@@ -49,13 +49,14 @@ def profile_neuraxis(study, details, label_map, *, margin_mm: float) -> Neuraxis
     -------
     NeuraxisProfile
     """
-    from .vocabulary import CANAL_LEVELS
+    from ..vocabulary import CANAL_LEVELS
 
     neuraxis = front = spread = vert_table = None
     neuraxis_warnings: list[str] = []
     if not any(n in CANAL_LEVELS for n in label_map.names.values()):
         return NeuraxisProfile(neuraxis, front, spread, neuraxis_warnings, vert_table)
-    from .neuraxis import profile_study, spread_measures, tracer_front
+    from .profile import profile_study
+    from .spread import spread_measures, tracer_front
 
     neuraxis = profile_study(study, details.labels_per_timepoint, details.calibrations, details.params,
                              margin_mm=margin_mm)
@@ -66,7 +67,7 @@ def profile_neuraxis(study, details, label_map, *, margin_mm: float) -> Neuraxis
     neuraxis_warnings = list(neuraxis.attrs.get("warnings", []))
     auto_meta = label_map.image.meta.get("auto_regions") if isinstance(label_map.image.meta, dict) else None
     if isinstance(auto_meta, dict) and auto_meta.get("vertebrae") and len(neuraxis):
-        from .neuraxis import vertebra_table
+        from .vertebrae import vertebra_table
 
         vert_table = vertebra_table(neuraxis, auto_meta["vertebrae"])
         neuraxis_warnings += vert_table.attrs.get("warnings", [])

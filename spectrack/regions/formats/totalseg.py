@@ -33,10 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, LabelError
-from ..geometry import Image
-from .labels import LabelMap, names_sidecar, nifti_stem, read_label_image, read_names
-from .vocabulary import INDEX
+from ...errors import InputError, LabelError
+from ...geometry import Image
+from ...io_utils import nifti_stem
+from ..labelmap import LabelMap
+from ..vocabulary import INDEX
+from .names import names_sidecar, read_names
+from .nifti import read_label_image
 
 __all__ = ["read_totalsegmentator", "map_structure_name", "TOTALSEG_TO_SPECTRACK", "normalise_class_name",
            "is_totalsegmentator_vocabulary", "map_totalsegmentator_labels"]
@@ -294,7 +297,7 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
             if grid is None:
                 grid = img.with_array(np.zeros(img.array.shape, dtype=np.uint8), units="label")
             elif not img.same_grid(grid):
-                from ..align.resample import resample_labels
+                from ...align.resample import resample_labels
 
                 img = resample_labels(img.with_array((img.array > 0).astype(np.int32)), grid)
             structures[nifti_stem(f)] = _Crop.from_full(np.asarray(img.array) > 0)
@@ -305,7 +308,7 @@ def read_totalsegmentator(folder, reference: Image | None = None, *, names=None)
         if names is None:
             import nibabel as nib
 
-            from .label_tables import names_from_nifti_extensions
+            from .names import names_from_nifti_extensions
 
             names = names_from_nifti_extensions(nib.load(str(path)).header)
         if names is None:
