@@ -51,7 +51,7 @@ from spectrack.phantom.acquisition import (
     point_source_image,
     project,
 )
-from spectrack.regions.labels import LabelMap
+from spectrack.regions.labelmap import LabelMap
 
 FINE, VOXEL_MM = 2, 4.2
 SHAPE_KJI = (16, 28, 28)

@@ -74,7 +74,7 @@ def boundary_sd_mm(labels) -> float:
     Examples
     --------
     >>> from spectrack.geometry import Image
-    >>> from spectrack.regions.labels import LabelMap
+    >>> from spectrack.regions.labelmap import LabelMap
     >>> lm = LabelMap(Image(np.zeros((2, 2, 2), np.int16), spacing_mm=(3.0, 3.0, 3.0), units="label"), {})
     >>> round(boundary_sd_mm(lm), 4)
     0.866

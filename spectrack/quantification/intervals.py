@@ -153,7 +153,7 @@ def add_pct_id_intervals(
         ``pct_id_per_ml_pvc_lo``/``_hi``. Rows whose region cannot be located
         in the labels get NaN intervals.
     """
-    from ..regions.labels import LabelMap
+    from ..regions.labelmap import LabelMap
     from ..regions.vocabulary import GROUPS
 
     if not noise_factor > 0 or not math.isfinite(noise_factor):
