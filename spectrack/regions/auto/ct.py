@@ -236,7 +236,7 @@ def _segment(ct: Image, *, preset: str, spect: Image | None, canal_boundaries_mm
     notes += res.notes
     canal_v = view.to_view(res.mask)
     cl = res.centreline
-    meta: dict = {"preset": preset, "method": "spectrack.regions.auto.segment_ct", "notes": notes,
+    meta: dict = {"preset": preset, "method": "spectrack.regions.auto.ct.segment_ct", "notes": notes,
                   "found": found, "hu_windows": {k: list(v) for k, v in win.items()}}
     if cl is not None:
         length = cl.length_mm

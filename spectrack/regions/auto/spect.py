@@ -69,7 +69,7 @@ def segment_spect(spect: Image, *, preset: str, canal_boundaries_mm=None) -> Lab
     out = np.where(body, INDEX["remainder"], 0).astype(np.int16)
     img = spect.with_array(out, units="label")
     img.meta = {"auto_regions": {
-        "preset": preset, "method": "spectrack.regions.auto_spect.segment_spect",
+        "preset": preset, "method": "spectrack.regions.auto.spect.segment_spect",
         "notes": ["no CT at the reference time point: only the body outline (remainder) was labelled from the "
                   "SPECT; give a CT or a label map for brain, canal and organ regions"],
         "found": {}}}

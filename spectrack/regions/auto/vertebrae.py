@@ -135,7 +135,7 @@ class Vertebrae:
 
     def to_json(self) -> dict:
         """The result without the profile, JSON-ready (the ``vertebrae`` entry of the auto-regions metadata)."""
-        return {"method": "spectrack.regions.vertebrae.find_vertebrae", "preset": self.preset,
+        return {"method": "spectrack.regions.auto.vertebrae.find_vertebrae", "preset": self.preset,
                 "vertebrae_mm": {k: [round(float(a), 3), round(float(b), 3)]
                                  for k, (a, b) in self.intervals_mm.items()},
                 "discs_mm": {n: round(float(s), 3) for n, s in zip(self.disc_names, self.discs_mm)},

@@ -151,7 +151,7 @@ def map_totalsegmentator_labels(labels: LabelMap) -> LabelMap:
         structures[name] = crop
     out = _to_label_map(structures, grid, source=labels.source)
     out.meta = dict(labels.meta)
-    out.meta["name_mapping"] = "TotalSegmentator class names -> spectrack vocabulary (spectrack.regions.totalseg)"
+    out.meta["name_mapping"] = "TotalSegmentator class names -> spectrack vocabulary (spectrack.regions.formats.totalseg)"
     out.meta["source_names"] = {str(k): v for k, v in sorted(labels.names.items())}
     out.warnings = list(labels.warnings)
     return out
