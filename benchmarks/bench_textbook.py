@@ -145,13 +145,28 @@ def _jobs(study: Path, labels: Path, sens: float, out: Path) -> dict[str, list[s
     }
 
 
+def _child_env(tmp: Path) -> dict:
+    """The jobs' environment: as this process's, but with compiled bytecode cached as an installed package has it.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (as on some CI machines), every job would compile spectrack's ~200
+    modules from source on every run, a cost no installed copy pays (pip writes the ``.pyc`` files), while the
+    textbook script's libraries come with theirs; the jobs then cache their bytecode under ``tmp`` instead
+    (``PYTHONPYCACHEPREFIX``, so the source tree is left alone; removed with ``tmp``), and the warm-up runs
+    compile it once.
+    """
+    env = dict(os.environ)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tmp) / "pycache"))
+    return env
+
+
 def _run(job: list[str], tmp: Path) -> tuple[float, float]:
     """(wall s, peak RSS MB) of one job in a fresh interpreter."""
     peak = tmp / f"peak-{os.getpid()}-{time.monotonic_ns()}"
     name, rest = job[0], job[1:]
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, __file__, "--_child", name, str(peak), *rest], capture_output=True,
-                       text=True)
+                       text=True, env=_child_env(tmp))
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"job {' '.join(job)} failed ({r.returncode}):\n{r.stderr[-3000:]}")

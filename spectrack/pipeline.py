@@ -189,9 +189,10 @@ class _InputHashes:
 
     def result(self, paths) -> dict[str, str]:
         from .provenance import hash_inputs
+        from .report.write import resolved_paths
 
         early = self._future.result()
-        wanted = sorted({str(Path(p).resolve()) for p in paths})
+        wanted = sorted({str(p) for p in resolved_paths(paths)})
         rest = hash_inputs([p for p in wanted if p not in early])
         return {p: early[p] if p in early else rest[p] for p in wanted if p in early or p in rest}
 

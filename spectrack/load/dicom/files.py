@@ -8,6 +8,7 @@ hold every file's pixels at once.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -213,17 +214,29 @@ def _is_deflated(ds) -> bool:
 
 def _transfer_syntax(ds, where: str = "file"):
     """The dataset's transfer syntax (implicit VR little endian when absent)."""
-    from pydicom.uid import UID, ImplicitVRLittleEndian
-
     try:
         ts = ds.file_meta.get("TransferSyntaxUID")
     except Exception:  # noqa: BLE001 - no or malformed file meta
         ts = None
-    uid = UID(str(ts).strip("\x00 ")) if ts else UID(ImplicitVRLittleEndian)
+    uid = _checked_transfer_syntax(str(ts).strip("\x00 ") if ts else None)
+    if uid is None:
+        bad = str(ts).strip("\x00 ")
+        raise InputError(f"{where}: TransferSyntaxUID (0002,0010) {bad!r} is not a transfer syntax") from None
+    return uid
+
+
+@lru_cache(maxsize=64)
+def _checked_transfer_syntax(text: str | None):
+    """The UID of a transfer syntax's text (implicit VR little endian for ``None`` or empty), ``None`` when it
+    is not a transfer syntax. Cached: a folder's files share a few syntaxes, and the UID's checks cost as much
+    as reading a header's numbers (a UID is an immutable ``str``)."""
+    from pydicom.uid import UID, ImplicitVRLittleEndian
+
+    uid = UID(text) if text else UID(ImplicitVRLittleEndian)
     try:
         uid.is_compressed  # noqa: B018 - raises for a UID that is not a transfer syntax
     except ValueError:
-        raise InputError(f"{where}: TransferSyntaxUID (0002,0010) {str(uid)!r} is not a transfer syntax") from None
+        return None
     return uid
 
 
@@ -245,7 +258,7 @@ def _declared(ds, where: str) -> tuple[int, int, int, int, int]:
 
 def _pixel_problem(ds) -> str | None:
     """Why a freshly read dataset holds no usable pixel data (``None`` if fine)."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not any(t in ds for t in _PIXEL_TAGS.values()):
         if "SOPClassUID" not in ds:
             return "DICOM file without an image or SOPClassUID (truncated?)"
         return None  # non-image objects are classified later
@@ -254,7 +267,7 @@ def _pixel_problem(ds) -> str | None:
         compressed = _transfer_syntax(ds).is_compressed
     except InputError as e:
         return str(e).replace("file: ", "")
-    if "PixelData" in ds and not compressed and bits in (8, 16, 32, 64):
+    if _PIXEL_TAGS["PixelData"] in ds and not compressed and bits in (8, 16, 32, 64):
         try:
             have = _value_length(ds, _PIXEL_TAGS["PixelData"])
         except InputError as e:

@@ -222,8 +222,10 @@ def _read_stack(items: list, kind: str) -> Series:
 def _lazy_pixels_ok(items: list, rows: int, cols: int) -> bool:
     """Whether every slice's pixels can be read later without surprises: one frame, one sample, uncompressed
     8/16/32-bit integers whose declared length matches the header and fits in the file."""
+    pixel_data = _PIXEL_TAGS["PixelData"]
+    floats = (_PIXEL_TAGS["FloatPixelData"], _PIXEL_TAGS["DoubleFloatPixelData"])
     for p, ds in items:
-        if p is None or any(kw in ds for kw in ("FloatPixelData", "DoubleFloatPixelData")) or "PixelData" not in ds:
+        if p is None or any(t in ds for t in floats) or pixel_data not in ds:
             return False
         try:
             frames, r, c, bits, spp = _declared(ds, "")
@@ -233,7 +235,7 @@ def _lazy_pixels_ok(items: list, rows: int, cols: int) -> bool:
         if (frames, r, c, spp) != (1, rows, cols, 1) or ts.is_compressed or bits not in (8, 16, 32):
             return False
         need = rows * cols * bits // 8
-        have = _value_length(ds, _PIXEL_TAGS["PixelData"])
+        have = _value_length(ds, pixel_data)
         if have is None or not need <= have <= need + 1:
             return False
         try:

@@ -100,7 +100,11 @@ def _raw(ds, keyword: str, where: str):
     if tag is None:
         return None
     try:
-        elem = ds.get_item(tag)
+        # the element as stored, as ``ds.get_item(tag)`` returns it, without its Tag() conversion (this runs
+        # ~30 times per file of a slice series); a value left in the file (value None) is not raw bytes, so it
+        # is read and converted by ``ds[tag]`` below, as get_item would have
+        store = getattr(ds, "_dict", None)
+        elem = store.get(tag) if type(store) is dict else ds.get_item(tag)
         if elem is None:
             return None
         v = _from_raw(elem, vr, where, keyword)
