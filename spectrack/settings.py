@@ -113,7 +113,9 @@ class Settings:
                                "intervals (measure it on replicate reconstructions; 1 = Poisson).")
     psf_fwhm_sd_mm: float | None = _opt(None, "SD (mm) of the PSF FWHM, carried through the GTM into the --pvc "
                                         "intervals.", shown="10 % of the FWHM, 20 % for a preset default")
-    segmentation_sd_mm: float | None = _opt(None, "SD (mm) of a region boundary's position, for the intervals.",
+    segmentation_sd_mm: float | None = _opt(None, "SD (mm) of a region boundary's position on the emission grid, for the intervals "
+                                            "(one shift per interface; a segmentation's own error and the voxel's "
+                                            "in quadrature).",
                                             shown="label voxel / sqrt(12)")
     uncertainty_draws: int = _opt(1000, "Monte Carlo draws for 95 % intervals (0 = none).")
     kinetics_draws: int = _opt(50, "Draws of each curve refitted for the intervals on TIA, MRT, TIAC and "

@@ -1,10 +1,10 @@
-"""Region boundary moves for the %ID intervals: exact against label maps changed and recomputed from scratch."""
+"""Interface moves for the %ID intervals: exact against label maps changed and recomputed from scratch."""
 
 import numpy as np
 import pytest
 from scipy import ndimage, optimize
 
-from spectrack.quantification.boundary import boundary_effects, boundary_factors, boundary_moves, moved_transfer
+from spectrack.quantification.boundary import boundary_effects, boundary_factors, moved_transfer
 from spectrack.quantification.recovery import gtm_matrix
 
 SPACING = (2.0, 2.0, 2.0)
@@ -34,26 +34,33 @@ def _apply(lab, coords, new):
     return out
 
 
-def test_moves_grow_into_the_ring_and_shrink_to_the_neighbour(scene):
-    lab, _, _ = scene
-    coords, old, new = boundary_moves(lab, 1, grow=True)
-    grown = _apply(lab, coords, new)
-    assert np.array_equal(grown == 1, ndimage.binary_dilation(lab == 1, ndimage.generate_binary_structure(3, 1)))
-    assert set(old.tolist()) == {2, 4}          # taken from the neighbour and from the body
-    coords, old, new = boundary_moves(lab, 1, grow=False)
-    shrunk = _apply(lab, coords, new)
-    assert np.array_equal(shrunk == 1, ndimage.binary_erosion(lab == 1, ndimage.generate_binary_structure(3, 1)))
-    assert set(new.tolist()) <= {2, 4}
-    # the face touching region 2 goes to region 2 (its only other neighbour), the face on the body to the body;
-    # on the face's rim, where the body is a neighbour too, the one with more votes wins (a tie: the lower label)
-    face = (coords[2] == 10) & np.isin(coords[1], range(5, 11)) & np.isin(coords[0], range(5, 9))
-    corner = (coords[2] == 10) & np.isin(coords[1], (4, 11)) & np.isin(coords[0], (4, 9))
-    rim = (coords[2] == 10) & ~face & ~corner
-    assert (new[face] == 2).all() and (new[rim] == 2).all() and (new[corner] == 4).all()
-    assert (new[coords[2] == 4] == 4).all()
-    # a rod two voxels across: every voxel is on its edge, an erosion removes it
-    coords, old, new = boundary_moves(lab, 3, grow=False)
-    assert not (_apply(lab, coords, new) == 3).any()
+def _changes(lab, ids):
+    """(interface, direction, coords, old label, new label) of every one-voxel interface move."""
+    from spectrack.quantification.boundary import interface_moves
+
+    for a, b, into_b, into_a in interface_moves(lab, ids):
+        yield (a, b), 0, into_b, b, a
+        yield (a, b), 1, into_a, a, b
+
+
+def test_interfaces_and_the_voxels_that_change_sides(scene):
+    from spectrack.quantification.boundary import interface_moves
+
+    lab, _, ids = scene
+    moves = {(a, b): (into_b, into_a) for a, b, into_b, into_a in interface_moves(lab, ids)}
+    assert sorted(moves) == [(1, 2), (1, 4), (2, 4), (3, 4), (4, 0)]   # 1 and 2 touch; the body touches air
+    into_b, into_a = moves[(1, 2)]
+    assert (lab[into_b] == 2).all() and set(into_b[2].tolist()) == {11} and into_b[0].size == 6 * 8
+    assert (lab[into_a] == 1).all() and set(into_a[2].tolist()) == {10} and into_a[0].size == 6 * 8
+    # the body's outline: air voxels touching it, and its own voxels touching air
+    into_b, into_a = moves[(4, 0)]
+    s6 = ndimage.generate_binary_structure(3, 1)
+    body = lab > 0
+    assert np.array_equal(_apply(np.zeros_like(lab), into_b, 1) > 0, ndimage.binary_dilation(body, s6) & ~body)
+    assert np.array_equal(_apply(np.zeros_like(lab), into_a, 1) > 0, body & ~ndimage.binary_erosion(body, s6))
+    # the rod is two voxels across: moving its interface inwards takes all of it
+    into_b, into_a = moves[(3, 4)]
+    assert not (_apply(lab, into_a, 4) == 3).any()
 
 
 def test_updated_transfer_matrix_equals_the_one_recomputed_from_scratch(scene):
@@ -62,17 +69,16 @@ def test_updated_transfer_matrix_equals_the_one_recomputed_from_scratch(scene):
     lut = np.full(lab.max() + 1, -1)
     lut[ids] = np.arange(len(ids))
     idx = lut[lab]
-    for lid in ids:
-        for grow in (False, True):
-            coords, old, new = boundary_moves(lab, lid, grow=grow)
-            po, pn = lut[old], lut[new]
-            W, n_new = moved_transfer(W0 * n0[:, None], n0, idx, coords, po, pn, SIGMA)
-            moved = _apply(lab, coords, new)
-            present = [i for i in ids if (moved == i).any()]
-            W_ref, _, n_ref = gtm_matrix(moved, SPACING, FWHM, label_ids=present)
-            keep = np.isin(ids, present)
-            assert np.array_equal(n_new[keep], n_ref) and (n_new[~keep] == 0).all()
-            np.testing.assert_allclose(W[np.ix_(keep, keep)], W_ref, rtol=1e-10, atol=1e-12)
+    for _, _, coords, old, new in _changes(lab, ids):
+        n = coords[0].size
+        W, n_new = moved_transfer(W0 * n0[:, None], n0, idx, coords, np.full(n, lut[old]), np.full(n, lut[new]),
+                                  SIGMA)
+        moved = _apply(lab, coords, new)
+        present = [i for i in ids if (moved == i).any()]
+        W_ref, _, n_ref = gtm_matrix(moved, SPACING, FWHM, label_ids=present)
+        keep = np.isin(ids, present)
+        assert np.array_equal(n_new[keep], n_ref) and (n_new[~keep] == 0).all()
+        np.testing.assert_allclose(W[np.ix_(keep, keep)], W_ref, rtol=1e-10, atol=1e-12)
 
 
 def test_effects_are_the_moved_label_maps_sums_and_gtm(scene):
@@ -81,29 +87,31 @@ def test_effects_are_the_moved_label_maps_sums_and_gtm(scene):
     o0 = ndimage.sum_labels(img, lab, index=ids)
     t0 = optimize.nnls(W0, o0 / n0)[0]
     eff = boundary_effects(img, lab, ids, transfer=(W0, n0, t0), sigma=SIGMA)
-    for r, lid in enumerate(ids):
-        for grow, sums, corr in ((False, eff.sums_eroded, eff.corrected_eroded),
-                                 (True, eff.sums_dilated, eff.corrected_dilated)):
-            moved = _apply(lab, *boundary_moves(lab, lid, grow=grow)[::2])
-            o = ndimage.sum_labels(img, moved, index=ids)
-            np.testing.assert_allclose(sums[r], np.where(o0 > 0, o / o0, 1.0), rtol=1e-12)
-            present = [i for i in ids if (moved == i).any()]
-            if lid not in present:       # the rod eroded away: mirrored from its dilation
-                assert lid == 3 and not grow
-                np.testing.assert_allclose(corr[r], np.clip(2 - eff.corrected_dilated[r], 0, None))
-                continue
-            W, _, n = gtm_matrix(moved, SPACING, FWHM, label_ids=present)
-            t = optimize.nnls(W, ndimage.sum_labels(img, moved, index=present) / n)[0]
-            content = np.zeros(len(ids))
-            content[np.isin(ids, present)] = t * n
-            np.testing.assert_allclose(corr[r], content / (t0 * n0), rtol=1e-8, atol=1e-12)
-    # what a region gains its neighbours lose: a dilation of region 1 moves counts out of 2 and 4 only
-    gained = o0[0] * (eff.sums_dilated[0, 0] - 1)
-    lost = -(o0 * (eff.sums_dilated[0] - 1))[1:].sum()
-    assert gained == pytest.approx(lost, rel=1e-12) and eff.sums_dilated[0, 2] == 1.0
-    # the image is the blurred truth: the nominal GTM recovers the concentrations, the moves bias them
+    rows = {pair: i for i, pair in enumerate(eff.interfaces)}
+    for pair, direction, coords, old, new in _changes(lab, ids):
+        i = rows[pair]
+        sums = (eff.sums_toward_b, eff.sums_toward_a)[direction][i]
+        corr = (eff.corrected_toward_b, eff.corrected_toward_a)[direction][i]
+        moved = _apply(lab, coords, new)
+        o = ndimage.sum_labels(img, moved, index=ids)
+        np.testing.assert_allclose(sums, np.where(o0 > 0, o / o0, 1.0), rtol=1e-12)
+        present = [k for k in ids if (moved == k).any()]
+        if old != 0 and old not in present:   # the rod taken by the body: mirrored from the other direction
+            assert pair == (3, 4) and direction == 1
+            np.testing.assert_allclose(corr, np.clip(2 - eff.corrected_toward_b[i], 0, None))
+            continue
+        W, _, n = gtm_matrix(moved, SPACING, FWHM, label_ids=present)
+        t = optimize.nnls(W, ndimage.sum_labels(img, moved, index=present) / n)[0]
+        content = np.zeros(len(ids))
+        content[np.isin(ids, present)] = t * n
+        np.testing.assert_allclose(corr, content / (t0 * n0), rtol=1e-8, atol=1e-12)
+        # between two regions, what one gains the other loses
+        if 0 not in pair:
+            assert float(np.sum(o0 * (sums - 1))) == pytest.approx(0.0, abs=1e-9 * o0.sum())
+    # the image is the blurred truth: the nominal GTM recovers the concentrations, a move biases them
     assert t0 == pytest.approx([50, 20, 200, 5], rel=1e-6)
-    assert eff.corrected_dilated[2, 2] > 1.2 and eff.corrected_dilated[2, 3] < 1.0
+    rod = rows[(3, 4)]
+    assert eff.corrected_toward_b[rod, 2] > 1.2 and eff.corrected_toward_b[rod, 3] < 1.0
 
 
 def test_without_blur_the_corrected_effects_are_the_sums():
@@ -115,8 +123,8 @@ def test_without_blur_the_corrected_effects_are_the_sums():
     W0, _, n0 = gtm_matrix(lab, SPACING, 0.0, label_ids=ids)
     t0 = ndimage.sum_labels(img, lab, index=ids) / n0
     eff = boundary_effects(img, lab, ids, transfer=(W0, n0, t0), sigma=np.zeros(3))
-    np.testing.assert_allclose(eff.corrected_dilated, eff.sums_dilated, rtol=1e-10)
-    np.testing.assert_allclose(eff.corrected_eroded, eff.sums_eroded, rtol=1e-10)
+    np.testing.assert_allclose(eff.corrected_toward_b, eff.sums_toward_b, rtol=1e-10)
+    np.testing.assert_allclose(eff.corrected_toward_a, eff.sums_toward_a, rtol=1e-10)
 
 
 def test_factors_are_linear_in_each_shift_and_add_over_regions():

@@ -44,9 +44,9 @@ def _table_method(level, n_draws, seed, noise_factor, cv, inj_cv, seg_sd_mm, fwh
     if inj_cv:
         shared.append(f"injected-activity CV {100 * inj_cv:.3g} %")
     if seg_sd_mm:
-        shared.append(f"region boundary position SD {seg_sd_mm:.3g} mm (each region's content linear in the "
-                      "shifts of its own and its neighbours' boundaries, from 1-voxel erosions and dilations that "
-                      "move voxels between neighbouring regions)")
+        shared.append(f"region boundary position SD {seg_sd_mm:.3g} mm, one shift per interface between two regions "
+                      "or a region and the unlabelled voxels (every region's content linear in the shifts, from each "
+                      "interface moved by one voxel either way)")
     if fwhm_sd_mm is not None:
         shared.append(f"PSF FWHM SD {fwhm_sd_mm:.3g} mm, through the GTM of every draw")
     if shared:
@@ -86,11 +86,11 @@ def add_pct_id_intervals(
       ``noise_factor`` is the variance of a region's sum over the sum, in
       counts, from replicates; see :func:`noise_factor_from_replicates`);
     * calibration and injected activity (shared by the subject): normal CVs;
-    * region boundary (shared by the region): a shift of the boundary by
-      ``delta ~ N(0, segmentation_sd_mm)``, as a fraction of the voxel size,
-      changes every region's content linearly, from the nominal towards the
-      result with that region eroded (inward) or dilated (outward) by one
-      voxel, the voxels moving to or from its neighbours
+    * region boundary (shared by the time points): each interface between
+      two regions, or between a region and the unlabelled voxels, shifts by
+      ``delta ~ N(0, segmentation_sd_mm)``; as a fraction of the voxel size
+      it changes every region's content linearly, from the nominal towards
+      the result with that interface moved by one voxel
       (:func:`~spectrack.quantification.boundary.boundary_effects`); with
       recovery correction the moved label map is run through the GTM;
     * PSF FWHM (shared by the subject; recovery correction only):
@@ -262,12 +262,6 @@ def add_pct_id_intervals(
             nom, ero, dil = region_spread(arr, lab == lid)
             if nom > 0:
                 f_ero[r], f_dil[r] = ero / nom, dil / nom
-        U = np.zeros((nd, L))
-        if sd_seg > 0:
-            for r, lid in enumerate(ids):
-                s_name = names.get(int(lid), f"label_{int(lid)}")
-                for s in subjects:  # one label map per table subject in practice
-                    U[:, r] = boundary_u(s, s_name, h_mm, sd_seg)
         if pvc and L:  # the nominal recovery correction
             from scipy import optimize
 
@@ -277,16 +271,22 @@ def add_pct_id_intervals(
             W0 = W_nodes[W_nodes.shape[0] // 2]
             t0 = optimize.nnls(W0, o / n_vox)[0] if nonnegative else np.linalg.lstsq(W0, o / n_vox, rcond=None)[0]
             corr0 = t0 * n_vox
-        # boundary shifts: each region moved by one voxel with its neighbours, the effect on every region
+        # boundary shifts: each interface between two regions (or a region and the unlabelled voxels) moved by one
+        # voxel either way, the effect on every region; one shift per interface, shared by the time points
         eff = None
         if sd_seg > 0 and L:
             eff = boundary_effects(arr, lab, ids, transfer=(W0, n_vox, t0) if pvc else None,
                                    sigma=sigma_voxels(fwhm_mm, img.spacing_mm) if pvc else None)
-        seg = boundary_factors(U, eff.sums_eroded, eff.sums_dilated) if eff is not None else np.ones((nd, L))
+            U = np.zeros((nd, len(eff.interfaces)))
+            for i, (a, b) in enumerate(eff.interfaces):
+                key = names.get(a, f"label_{a}") + "|" + (names.get(b, f"label_{b}") if b else "unlabelled")
+                for s in subjects:  # one label map per table subject in practice
+                    U[:, i] = boundary_u(s, key, h_mm, sd_seg)
+        seg = boundary_factors(U, eff.sums_toward_a, eff.sums_toward_b) if eff is not None else np.ones((nd, L))
         Y = X[:, :L] * seg                                     # boundary-perturbed sums
         # recovery correction of every draw
         if pvc and L:
-            seg_p = boundary_factors(U, eff.corrected_eroded, eff.corrected_dilated) if eff is not None \
+            seg_p = boundary_factors(U, eff.corrected_toward_a, eff.corrected_toward_b) if eff is not None \
                 else np.ones((nd, L))
             T = np.empty((nd, L))
             z = shared[s0]["z_fwhm"]
