@@ -118,9 +118,10 @@ def analyse_kinetics(
     use_intervals : bool
         Weight fits by the SD of the independent uncertainty terms
         (``<column>_sd_independent``: counting noise, which varies from scan to
-        scan) when the table has it, else by the interval half-widths
-        (``(hi - lo) / 3.92``); otherwise ``weighting`` (default relative)
-        applies.
+        scan) when the table has it (a scan whose SD is 0, a region without
+        counts, gets the smallest SD of the curve's other scans), else by the
+        interval half-widths (``(hi - lo) / 3.92``); otherwise ``weighting``
+        (default relative) applies.
     injected_regions : sequence of str
         The region(s) holding the injection (e.g. the injection site and the
         canal level it is in): they, and the groups containing them, start
@@ -175,8 +176,11 @@ def analyse_kinetics(
                 if not np.any(np.isfinite(tac.values)):
                     continue
                 sigma = None
-                if use_intervals and tac.sd is not None and np.all(np.isfinite(tac.sd) & (tac.sd > 0)):
-                    sigma = tac.sd   # the independent terms alone: shared terms do not vary between scans
+                sd_ok = None if tac.sd is None else np.isfinite(tac.sd) & (tac.sd > 0)
+                if use_intervals and sd_ok is not None and sd_ok.any():
+                    # the independent terms alone: shared terms do not vary between scans; a scan without counts
+                    # (SD 0) gets the smallest SD of the curve's other scans, not an infinite weight
+                    sigma = np.where(sd_ok, tac.sd, np.min(tac.sd[sd_ok]))
                 elif use_intervals and tac.lo is not None and tac.hi is not None:
                     sd = (tac.hi - tac.lo) / 3.92
                     sigma = sd if np.all(np.isfinite(sd) & (sd > 0)) else None
