@@ -70,9 +70,7 @@ def test_updated_transfer_matrix_equals_the_one_recomputed_from_scratch(scene):
     lut[ids] = np.arange(len(ids))
     idx = lut[lab]
     for _, _, coords, old, new in _changes(lab, ids):
-        n = coords[0].size
-        W, n_new = moved_transfer(W0 * n0[:, None], n0, idx, coords, np.full(n, lut[old]), np.full(n, lut[new]),
-                                  SIGMA)
+        W, n_new = moved_transfer(W0 * n0[:, None], n0, idx, coords, int(lut[old]), int(lut[new]), SIGMA)
         moved = _apply(lab, coords, new)
         present = [i for i in ids if (moved == i).any()]
         W_ref, _, n_ref = gtm_matrix(moved, SPACING, FWHM, label_ids=present)

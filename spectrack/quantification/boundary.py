@@ -88,7 +88,7 @@ def interface_moves(lab: np.ndarray, ids) -> list[tuple[int, int, tuple, tuple]]
         where = np.nonzero(lab == a)
         if where[0].size == 0:
             continue
-        box = tuple(slice(max(int(w.min()) - 1, 0), min(int(w.max()) + 2, n)) for w, n in zip(where, lab.shape))
+        box = _box(where, (1, 1, 1), lab.shape)
         sub = lab[box]
         m = sub == a
         ring = ndimage.binary_dilation(m, _STRUCT) & ~m
@@ -107,13 +107,15 @@ def _box(coords, margin, shape):
                  for c, q, n in zip(coords, margin, shape))
 
 
-def moved_transfer(S0, n_vox, idx, coords, old_pos, new_pos, sigma, *, truncate: float = 4.0):
-    """Transfer matrix of a label map after some voxels changed label, updated from the one before.
+def moved_transfer(S0, n_vox, idx, coords, old: int, new: int, sigma, *, truncate: float = 4.0):
+    """Transfer matrix of a label map after some voxels moved from one region to another, updated from the one before.
 
     With ``S[i, j] = sum over region i of region j's blurred mask`` (bilinear
-    in the two masks, and symmetric for a symmetric kernel), a change
-    ``D_k`` of each affected mask gives ``S'[i, j] = S[i, j] + S(i, D_j) +
-    S(D_i, j) + S(D_i, D_j)``: only the changed voxels are blurred.
+    in the two masks, and symmetric for a symmetric kernel), moving the voxel
+    set ``D`` from region ``old`` to region ``new`` changes their masks by
+    ``-D`` and ``+D``: ``S'[i, j] = S[i, j] + S(i, D_j) + S(D_i, j) +
+    S(D_i, D_j)`` with ``D_new = D``, ``D_old = -D``. Only ``D`` is blurred,
+    once.
 
     Parameters
     ----------
@@ -123,9 +125,9 @@ def moved_transfer(S0, n_vox, idx, coords, old_pos, new_pos, sigma, *, truncate:
     idx : numpy.ndarray of int
         Position of each voxel's region in the matrix (-1: not a region), before the change.
     coords : tuple of 3 numpy.ndarray
-        The changed voxels.
-    old_pos, new_pos : numpy.ndarray of int
-        Their region positions before and after (-1: not a region).
+        The moved voxels (all in region ``old`` before).
+    old, new : int
+        Matrix positions of the region they leave and the one they join (-1: not a region).
     sigma : sequence of 3 float
         Gaussian SD in voxels, along the array axes ``(k, j, i)``.
 
@@ -138,36 +140,26 @@ def moved_transfer(S0, n_vox, idx, coords, old_pos, new_pos, sigma, *, truncate:
     L = S0.shape[0]
     S = S0.copy()
     n_new = np.asarray(n_vox, float).copy()
+    signs = {k: w for k, w in ((new, 1.0), (old, -1.0)) if k >= 0}
+    if coords[0].size == 0 or not signs:
+        return S / n_new[:, None], n_new
     sig = np.asarray(sigma, float)
-    rad = [int(truncate * s + 0.5) for s in sig]
-    affected = sorted(set(old_pos[old_pos >= 0].tolist()) | set(new_pos[new_pos >= 0].tolist()))
-    deltas, blurred = {}, {}
-    for k in affected:
-        w = (new_pos == k).astype(float) - (old_pos == k).astype(float)
-        sel = w != 0
-        deltas[k] = (tuple(c[sel] for c in coords), w[sel])
-        n_new[k] += w.sum()
-    for k in affected:
-        pts, w = deltas[k]
-        if w.size == 0:
-            continue
-        bx = _box(pts, rad, idx.shape)
-        img = np.zeros(tuple(s.stop - s.start for s in bx))
-        img[tuple(p - s.start for p, s in zip(pts, bx))] = w
-        b = ndimage.gaussian_filter(img, sig, mode="constant", cval=0.0, truncate=truncate) if np.any(sig > 0) \
-            else img
-        blurred[k] = (bx, b)
-        sub = idx[bx].ravel()
-        ok = sub >= 0
-        col = np.bincount(sub[ok], weights=b.ravel()[ok], minlength=L)
-        S[:, k] += col
-        S[k, :] += col
-    for k in blurred:
-        pts, w = deltas[k]
-        for m_, (bx, b) in blurred.items():
-            inside = np.all([(p >= s.start) & (p < s.stop) for p, s in zip(pts, bx)], axis=0)
-            if inside.any():
-                S[k, m_] += float(np.sum(w[inside] * b[tuple(p[inside] - s.start for p, s in zip(pts, bx))]))
+    bx = _box(coords, [int(truncate * s + 0.5) for s in sig], idx.shape)
+    local = tuple(c - s.start for c, s in zip(coords, bx))
+    img = np.zeros(tuple(s.stop - s.start for s in bx))
+    img[local] = 1.0
+    blurred = ndimage.gaussian_filter(img, sig, mode="constant", cval=0.0, truncate=truncate) if np.any(sig > 0) \
+        else img
+    sub = idx[bx].ravel()
+    ok = sub >= 0
+    col = np.bincount(sub[ok], weights=blurred.ravel()[ok], minlength=L)   # S(j, D) for every region j
+    self_term = float(blurred[local].sum())                                  # S(D, D)
+    for k, w in signs.items():
+        n_new[k] += w * coords[0].size
+        S[:, k] += w * col
+        S[k, :] += w * col
+        for m, w2 in signs.items():
+            S[k, m] += w * w2 * self_term
     with np.errstate(divide="ignore", invalid="ignore"):
         W = np.where(n_new[:, None] > 0, S / n_new[:, None], 0.0)
     return W, n_new
@@ -213,8 +205,6 @@ def boundary_effects(arr, lab, ids, *, transfer=None, sigma=None, truncate: floa
         pa = int(lut[a])
         pb = int(lut[b]) if 0 < b < lut.size else -1
         for e, (coords, old_p, new_p) in enumerate(((into_b, pb, pa), (into_a, pa, pb))):
-            n_ch = coords[0].size
-            po, pn = np.full(n_ch, old_p), np.full(n_ch, new_p)
             vals = arr[coords].astype(float)
             o_new = o0.copy()
             if new_p >= 0:
@@ -225,7 +215,7 @@ def boundary_effects(arr, lab, ids, *, transfer=None, sigma=None, truncate: floa
                 sums[e, i] = np.where(o0 > 0, o_new / o0, 1.0)
             if not pvc:
                 continue
-            W, n_new = moved_transfer(S0, n_vox, idx, coords, po, pn, sigma, truncate=truncate)
+            W, n_new = moved_transfer(S0, n_vox, idx, coords, old_p, new_p, sigma, truncate=truncate)
             keep = n_new > 0
             t = optimize.nnls(W[np.ix_(keep, keep)], o_new[keep] / n_new[keep])[0]
             c_new = np.zeros(L)
