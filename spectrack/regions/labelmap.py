@@ -251,7 +251,7 @@ def _integer_labels(arr, source: str = "") -> np.ndarray:
 def _values_present(arr) -> np.ndarray:
     """Sorted distinct values of a non-negative integer array: counted in chunks (``np.unique`` sorts or hashes
     the whole array, several times slower on a CT-sized label map)."""
-    flat = np.asarray(arr).reshape(-1)
+    flat = np.ravel(arr, order="K")  # memory order: a view of a NIfTI's Fortran-ordered array, not a copy
     if flat.size == 0:
         return np.zeros(0, np.int64)
     top = int(flat.max())

@@ -172,7 +172,9 @@ def read_label_map(path, names=None) -> LabelMap:
     if isinstance(names, (str, Path)):
         names = read_names(Path(names))
     out = LabelMap(image, dict(names or {}), source=str(path), meta=meta)
-    unnamed = [k for k in out.present() if k not in (names or {})]
+    # the labels present without a name: LabelMap named them label_<value> (counting them again costs a pass
+    # over a CT-sized map)
+    unnamed = [k for k in out.names if k not in (names or {})]
     if unnamed:
         shown = ", ".join(str(k) for k in unnamed[:8]) + (" ..." if len(unnamed) > 8 else "")
         out.warnings.append(
