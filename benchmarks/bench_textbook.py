@@ -21,7 +21,10 @@ for ``--repeat`` rounds, medians reported:
 * ``register``: the minimal job plus ``--register``;
 * ``auto_regions``: ``--auto-regions human`` instead of the label map;
 * ``pvc``: the minimal job plus ``--pvc`` (the preset's FWHM);
-* ``full``: the default run (report, intervals, kinetics).
+* ``full``: the default run (report, intervals, kinetics);
+* ``imports_textbook``, ``imports_minimal``: a process that only imports the libraries (not spectrack itself)
+  the textbook script, respectively the minimal job, had imported when it finished (recorded in the warm-up
+  runs): the floor each side's libraries set before any work.
 
 Before any timing, both sides' %ID are compared region by region (they must agree to 1e-4 relative, or the
 benchmark stops). Ratios are spectrack / textbook; targets (issue 16): minimal wall <= 1.0x and peak memory
@@ -105,12 +108,39 @@ def _child(argv: list[str]) -> int:
     if name == "textbook":
         textbook(rest[0], rest[1], float(rest[2]), rest[3])
         rc = 0
+    elif name == "imports":
+        _import_all(json.loads(Path(rest[0]).read_text()))
+        rc = 0
     else:
         from spectrack.cli import main
 
         rc = main(rest)
+    modules = os.environ.get("SPECTRACK_BENCH_MODULES")
+    if modules:
+        Path(modules).write_text(json.dumps(_library_modules()))
     Path(peak_file).write_text(str(_own_peak_mb(resource)))
     return int(rc or 0)
+
+
+def _library_modules() -> list[str]:
+    """The modules of installed libraries this process has imported (not the standard library's, not
+    spectrack's, not this benchmark's), in the order their imports finished."""
+    std = sys.stdlib_module_names
+    return [m for m in list(sys.modules) if m.split(".")[0] not in std and not m.startswith(("spectrack", "_"))
+            and m.split(".")[0] not in ("bench_textbook", "_common") and ".tests" not in m]
+
+
+def _import_all(modules: list[str]) -> None:
+    """Import ``modules`` (as :func:`_library_modules` listed them): the libraries' share of a job's time and
+    memory, without its own work. A module that cannot be imported on its own is skipped (it was loaded by
+    its package's import, which is in the list)."""
+    import importlib
+
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception:  # noqa: BLE001 - private and platform modules of a library
+            pass
 
 
 def _own_peak_mb(resource) -> float:
@@ -142,6 +172,9 @@ def _jobs(study: Path, labels: Path, sens: float, out: Path) -> dict[str, list[s
         "pvc": ["spectrack"] + base + ["--no-report", "--uncertainty-draws", "0", "--pvc", "--species", "human",
                                         "-o", str(out / "pvc")],
         "full": ["spectrack"] + base + ["-o", str(out / "full")],
+        # the libraries alone: what importing them costs each side before any work
+        "imports_textbook": ["imports", str(out / "modules-textbook.json")],
+        "imports_minimal": ["imports", str(out / "modules-minimal.json")],
     }
 
 
@@ -160,13 +193,17 @@ def _child_env(tmp: Path) -> dict:
     return env
 
 
-def _run(job: list[str], tmp: Path) -> tuple[float, float]:
-    """(wall s, peak RSS MB) of one job in a fresh interpreter."""
+def _run(job: list[str], tmp: Path, modules_file: Path | None = None) -> tuple[float, float]:
+    """(wall s, peak RSS MB) of one job in a fresh interpreter; ``modules_file``: write there the library
+    modules it imported (:func:`_library_modules`)."""
     peak = tmp / f"peak-{os.getpid()}-{time.monotonic_ns()}"
     name, rest = job[0], job[1:]
+    env = _child_env(tmp)
+    if modules_file is not None:
+        env["SPECTRACK_BENCH_MODULES"] = str(modules_file)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, __file__, "--_child", name, str(peak), *rest], capture_output=True,
-                       text=True, env=_child_env(tmp))
+                       text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"job {' '.join(job)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -200,8 +237,9 @@ def measure(study: Path, labels: Path, sens: float, names: list[str], repeat: in
     with tempfile.TemporaryDirectory(prefix="spectrack-bench-textbook-") as tmp:
         tmp = Path(tmp)
         jobs = _jobs(study, labels, sens, tmp)
-        _run(jobs["textbook"], tmp)  # warm the file cache, and the answers to compare
-        _run(jobs["minimal"], tmp)
+        # warm the file cache, get the answers to compare and the libraries each side imports
+        _run(jobs["textbook"], tmp, tmp / "modules-textbook.json")
+        _run(jobs["minimal"], tmp, tmp / "modules-minimal.json")
         n = _check_same(tmp)
         walls: dict[str, list[float]] = {k: [] for k in names}
         peaks: dict[str, list[float]] = {k: [] for k in names}
@@ -295,7 +333,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ct", default="512,512,300", help="CT voxels i,j,k per time point")
     ap.add_argument("--spect", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3, help="round-robin rounds (medians)")
-    ap.add_argument("--jobs", default="textbook,minimal,report,register,auto_regions,pvc,full")
+    ap.add_argument("--jobs", default="textbook,minimal,report,register,auto_regions,pvc,full,imports_textbook,"
+                                      "imports_minimal")
     ap.add_argument("--keep", default=None, help="prepare into (or reuse) this folder")
     ap.add_argument("--scaling", action="store_true", help="also the scaling tables (slow)")
     ap.add_argument("--json", default=None, help="write the result rows here (used by run_all.py)")
