@@ -13,12 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
+
+from .boundary import _dilate6, _erode6
 
 __all__ = ["region_spread", "boundary_sd_mm"]
-
-
-_STRUCT = ndimage.generate_binary_structure(3, 1)
 
 
 def region_spread(image_array: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
@@ -39,8 +37,8 @@ def region_spread(image_array: np.ndarray, mask: np.ndarray) -> tuple[float, flo
     box = tuple(slice(max(int(w.min()) - 1, 0), min(int(w.max()) + 2, n)) for w, n in zip(where, mask.shape))
     m = mask[box]
     v = image_array[box].astype(np.float64)
-    ero = ndimage.binary_erosion(m, _STRUCT)
-    dil = ndimage.binary_dilation(m, _STRUCT)
+    ero = _erode6(m)
+    dil = _dilate6(m)
     return float(v[m].sum()), float(v[ero].sum()), float(v[dil].sum())
 
 
