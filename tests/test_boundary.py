@@ -156,3 +156,8 @@ def test_shifted_morphology_and_label_boxes_match_scipy():
                     assert i not in boxes
                     continue
                 assert boxes[i] == tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+        # every label present by default, also one above the voxel count (not listed by find_objects)
+        every = label_boxes(lab)
+        assert list(every) == np.unique(lab[lab > 0]).tolist() and every == label_boxes(lab, [1, 2, 3])
+        big = label_boxes(np.where(lab == 3, 10 ** 6, lab.astype(np.int64)))
+        assert big.get(10 ** 6) == every.get(3) and big.get(1) == every.get(1)

@@ -108,7 +108,7 @@ def interface_moves(lab: np.ndarray, ids, *, boxes: dict | None = None) -> list[
     return out
 
 
-def label_boxes(lab: np.ndarray, ids) -> dict:
+def label_boxes(lab: np.ndarray, ids=None) -> dict:
     """Bounding box of each region's voxels, from one pass over the label map.
 
     The slices run from the lowest to one past the highest index of the
@@ -120,28 +120,40 @@ def label_boxes(lab: np.ndarray, ids) -> dict:
     ----------
     lab : numpy.ndarray
         Label array ``[k, j, i]``.
-    ids : sequence of int
-        The regions.
+    ids : sequence of int, optional
+        The regions; default every label above 0 in ``lab`` (an integer
+        array).
 
     Returns
     -------
     dict
-        ``{label: tuple of slices}``; a region without voxels is left out.
+        ``{label: tuple of slices}`` in increasing label order; a region
+        without voxels is left out.
 
     Examples
     --------
     >>> lab = np.zeros((1, 3, 5), int); lab[0, 1:3, 1:4] = 2
     >>> label_boxes(lab, [1, 2])
     {2: (slice(0, 1, None), slice(1, 3, None), slice(1, 4, None))}
+    >>> list(label_boxes(lab))
+    [2]
     """
     lab = np.asarray(lab)
-    ids = [int(i) for i in ids]
+    integer = lab.dtype.kind in "iu"
+    if ids is None:
+        if not integer:
+            raise TypeError(f"the labels present are only found in an integer label map, got {lab.dtype}")
+        top = int(lab.max(initial=0))
+        if top <= lab.size:       # find_objects lists every label up to the largest
+            return {i + 1: s for i, s in enumerate(ndimage.find_objects(lab)) if s is not None}
+        ids = np.unique(lab[lab > 0])
+    ids = sorted(int(i) for i in ids)
     if not ids:
         return {}
-    if lab.dtype.kind in "iu" and min(ids) > 0:
-        objs = ndimage.find_objects(lab, max_label=max(ids))
+    if integer and 0 < ids[0] and ids[-1] <= lab.size:
+        objs = ndimage.find_objects(lab, max_label=ids[-1])
         return {i: objs[i - 1] for i in ids if objs[i - 1] is not None}
-    out = {}                      # labels find_objects does not take (not integers, or 0 and below)
+    out = {}                      # labels find_objects does not take (not integers, 0 and below, or too many)
     for i in ids:
         where = np.nonzero(lab == i)
         if where[0].size:

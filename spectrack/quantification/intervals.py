@@ -230,7 +230,12 @@ def add_pct_id_intervals(
         seg_used.append(sd_seg)
         h_mm = float(np.mean(img.spacing_mm))
         arr = np.asarray(img.array, dtype=np.float64)
-        ids = np.unique(lab[lab > 0]).astype(np.int64)
+        if lab.dtype.kind in "iu":    # the labels present and their boxes from one pass over the map
+            boxes = label_boxes(lab)
+            ids = np.array(list(boxes), dtype=np.int64)
+        else:
+            ids = np.unique(lab[lab > 0]).astype(np.int64)
+            boxes = label_boxes(lab, ids)
         L = ids.size
         pos_of = {int(i): p for p, i in enumerate(ids)}
         o = np.asarray(ndimage.sum_labels(arr, lab, index=ids), float) if L else np.zeros(0)
@@ -258,9 +263,10 @@ def add_pct_id_intervals(
             X /= cpu                                          # image units
         # boundary: eroded / dilated sums of every label, each in its bounding box grown by the structuring
         # element (region_spread's own box: the same voxels, and sums, as on the whole grid)
-        boxes = label_boxes(lab, ids)
         f_ero, f_dil = np.ones(L), np.ones(L)
         for r, lid in enumerate(ids):
+            if int(lid) not in boxes:  # a non-integer label value cut to an integer: no voxel equals it
+                continue
             bx = _grown(boxes[int(lid)], 1, lab.shape)
             nom, ero, dil = region_spread(arr[bx], lab[bx] == lid)
             if nom > 0:
