@@ -134,3 +134,30 @@ def test_factors_are_linear_in_each_shift_and_add_over_regions():
     np.testing.assert_allclose(f[1], [1 + 0.25 * 0.3, 1 - 0.25 * 0.3])
     np.testing.assert_allclose(f[2], f[0] + f[1] - 1)
     assert f[3, 0] == 0.0                       # never negative
+
+
+def test_shifted_morphology_and_label_boxes_match_scipy():
+    """The shifted-OR / AND dilation and erosion, and the boxes from find_objects, are exactly scipy's and nonzero's."""
+    from spectrack.quantification.boundary import _dilate6, _erode6, label_boxes
+
+    s6 = ndimage.generate_binary_structure(3, 1)
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1, 5), (2, 1, 1), (3, 3, 3), (1, 4, 7), (5, 6, 7), (9, 8, 10)]:
+        for p in (0.2, 0.6, 0.95, 1.0):
+            m = rng.random(shape) < p
+            assert np.array_equal(_dilate6(m), ndimage.binary_dilation(m, s6))
+            assert np.array_equal(_erode6(m), ndimage.binary_erosion(m, s6))
+        lab = rng.integers(0, 4, shape).astype(np.int16)
+        for ids in ([1, 2, 3], [0, 2, 5]):            # 0 and below: by each label's nonzero
+            boxes = label_boxes(lab, ids)
+            for i in ids:
+                where = np.nonzero(lab == i)
+                if where[0].size == 0:
+                    assert i not in boxes
+                    continue
+                assert boxes[i] == tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+        # every label present by default, also one above the voxel count (not listed by find_objects)
+        every = label_boxes(lab)
+        assert list(every) == np.unique(lab[lab > 0]).tolist() and every == label_boxes(lab, [1, 2, 3])
+        big = label_boxes(np.where(lab == 3, 10 ** 6, lab.astype(np.int64)))
+        assert big.get(10 ** 6) == every.get(3) and big.get(1) == every.get(1)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Image
-from .boundary import boundary_effects, boundary_factors
+from .boundary import _grown, boundary_effects, boundary_factors, label_boxes
 from .count_intervals import DEFAULT_CALIBRATION_CV, percentile_interval
 from .interval_terms import (
     _gtm_nodes,
@@ -230,7 +230,12 @@ def add_pct_id_intervals(
         seg_used.append(sd_seg)
         h_mm = float(np.mean(img.spacing_mm))
         arr = np.asarray(img.array, dtype=np.float64)
-        ids = np.unique(lab[lab > 0]).astype(np.int64)
+        if lab.dtype.kind in "iu":    # the labels present and their boxes from one pass over the map
+            boxes = label_boxes(lab)
+            ids = np.array(list(boxes), dtype=np.int64)
+        else:
+            ids = np.unique(lab[lab > 0]).astype(np.int64)
+            boxes = label_boxes(lab, ids)
         L = ids.size
         pos_of = {int(i): p for p, i in enumerate(ids)}
         o = np.asarray(ndimage.sum_labels(arr, lab, index=ids), float) if L else np.zeros(0)
@@ -256,10 +261,14 @@ def add_pct_id_intervals(
         with np.errstate(divide="ignore", invalid="ignore"):
             X = np.where(c > 0, rng.gamma(np.where(c > 0, c / noise_factor, 1.0), noise_factor, (nd, L + 1)), 0.0)
             X /= cpu                                          # image units
-        # boundary: eroded / dilated sums of every label
+        # boundary: eroded / dilated sums of every label, each in its bounding box grown by the structuring
+        # element (region_spread's own box: the same voxels, and sums, as on the whole grid)
         f_ero, f_dil = np.ones(L), np.ones(L)
         for r, lid in enumerate(ids):
-            nom, ero, dil = region_spread(arr, lab == lid)
+            if int(lid) not in boxes:  # a non-integer label value cut to an integer: no voxel equals it
+                continue
+            bx = _grown(boxes[int(lid)], 1, lab.shape)
+            nom, ero, dil = region_spread(arr[bx], lab[bx] == lid)
             if nom > 0:
                 f_ero[r], f_dil[r] = ero / nom, dil / nom
         if pvc and L:  # the nominal recovery correction
@@ -276,7 +285,7 @@ def add_pct_id_intervals(
         eff = None
         if sd_seg > 0 and L:
             eff = boundary_effects(arr, lab, ids, transfer=(W0, n_vox, t0) if pvc else None,
-                                   sigma=sigma_voxels(fwhm_mm, img.spacing_mm) if pvc else None)
+                                   sigma=sigma_voxels(fwhm_mm, img.spacing_mm) if pvc else None, sums=o, boxes=boxes)
             U = np.zeros((nd, len(eff.interfaces)))
             for i, (a, b) in enumerate(eff.interfaces):
                 key = names.get(a, f"label_{a}") + "|" + (names.get(b, f"label_{b}") if b else "unlabelled")
