@@ -347,11 +347,13 @@ def _region_colours(names: list[str]) -> dict[str, tuple]:
     return out
 
 
-def _outline(x, y, mask2d, up: int = 4) -> list[np.ndarray]:
+def _outline(x, y, mask2d, up: int = 4, origin: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
     """Outlines (list of (n, 2) arrays in world mm) of a 2-D mask on voxel centres x (columns), y (rows).
 
     The mask is upsampled ``up`` times (nearest) so that the outline follows
-    the voxel edges (corners cut by 1/``up`` of a voxel).
+    the voxel edges (corners cut by 1/``up`` of a voxel). ``mask2d`` may be a
+    crop of the grid of ``x`` and ``y`` whose first element is at (row,
+    column) ``origin``: everything outside it must be False.
     """
     from skimage.measure import find_contours
 
@@ -360,9 +362,29 @@ def _outline(x, y, mask2d, up: int = 4) -> list[np.ndarray]:
     m = np.pad(np.repeat(np.repeat(mask2d, up, axis=0), up, axis=1).astype(np.float32), 1)
     dx = x[1] - x[0] if x.size > 1 else 1.0
     dy = y[1] - y[0] if y.size > 1 else 1.0
+    # marching squares only sees the crop's own values and its zero pad, so the contours of a crop are those of
+    # the whole grid shifted by whole sub-voxels (exact in floating point): same vertices, same order
+    r0, c0 = up * origin[0], up * origin[1]
     # sub-voxel centre n (after the 1-pixel pad) lies at voxel 0's lower edge + (n - 1 + 0.5) / up voxels
-    return [np.column_stack([x[0] - dx / 2 + (c[:, 1] - 0.5) * dx / up, y[0] - dy / 2 + (c[:, 0] - 0.5) * dy / up])
+    return [np.column_stack([x[0] - dx / 2 + (c[:, 1] + c0 - 0.5) * dx / up,
+                             y[0] - dy / 2 + (c[:, 0] + r0 - 0.5) * dy / up])
             for c in find_contours(m, 0.5)]
+
+
+def _label_boxes(array) -> dict[int, tuple]:
+    """Bounding box (a tuple of slices) of each non-zero label of an integer volume.
+
+    One pass over the volume (:func:`scipy.ndimage.find_objects`) instead of
+    one comparison of the whole volume per label. Label values that are not
+    small non-negative integers get the whole volume as their box.
+    """
+    a = np.asarray(array)
+    if a.size and np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 65535:
+        from scipy.ndimage import find_objects
+
+        return {n + 1: box for n, box in enumerate(find_objects(a)) if box is not None}
+    whole = tuple(slice(None) for _ in a.shape)
+    return {int(v): whole for v in np.unique(a) if v != 0}
 
 
 def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: int | None = None,
@@ -418,10 +440,12 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
     left, right = fig.subfigures(1, 2, width_ratios=[per_row * pair_w, legend_w], wspace=0.0)
     cells = np.atleast_1d(left.subfigures(nrows, per_row, squeeze=False)).ravel()
     # one colour scale: the 99.5th percentile of the projections (hot single voxels saturate)
-    proj_vals = []
+    proj_vals, projected = [], []
     for v in vols:
         a = np.where(np.isfinite(v.array), v.array, 0.0)
-        p = np.concatenate([a.max(axis=1).ravel(), a.max(axis=2).ravel()])
+        coronal, sagittal = a.max(axis=1), a.max(axis=2)
+        projected.append((coronal, sagittal))
+        p = np.concatenate([coronal.ravel(), sagittal.ravel()])
         proj_vals.append(p[p > 0])
     allv = np.concatenate(proj_vals) if proj_vals else np.zeros(0)
     vmax = float(np.percentile(allv, 99.5)) if allv.size else 1.0
@@ -429,12 +453,12 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
     saturated = bool(allv.size and allv.max() > vmax * 1.001)
     norm = PowerNorm(gamma=gamma, vmin=0.0, vmax=vmax)
     present: dict[int, str] = {}
+    boxes = []  # per label volume: label -> bounding box of its voxels
     if labels is not None:
         for lv in labels:
-            if lv is not None:
-                for v in np.unique(lv.array):
-                    if v != 0:
-                        present[int(v)] = names.get(int(v), f"label_{int(v)}")
+            boxes.append(_label_boxes(lv.array) if lv is not None else {})
+            for v in boxes[-1]:
+                present[v] = names.get(v, f"label_{v}")
     ordered = [present[k] for k in sorted(present)]
     colours = _region_colours(ordered)
     im = None
@@ -444,13 +468,15 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
             continue
         v = vols[i]
         axs = cell.subplots(1, 2, width_ratios=[wx, wy], squeeze=True)
-        arr = np.where(np.isfinite(v.array), v.array, 0.0).clip(min=0.0)
+        coronal, sagittal = projected[i]
         x, y, z = v.centres(0), v.centres(1), v.centres(2)
+        # the maximum of values clipped at 0 is the clipped maximum
         projections = (
-            (axs[0], arr.max(axis=1), v.extent(0), x, 1, ("R", "L"), "coronal", "right – left (mm)"),
-            (axs[1], arr.max(axis=2), v.extent(1), y, 2, ("A", "P"), "sagittal", "anterior – posterior (mm)"),
+            (axs[0], coronal.clip(min=0.0), v.extent(0), x, 1, ("R", "L"), "coronal", "right – left (mm)"),
+            (axs[1], sagittal.clip(min=0.0), v.extent(1), y, 2, ("A", "P"), "sagittal", "anterior – posterior (mm)"),
         )
         lab = labels[i] if labels is not None and i < len(labels) else None
+        lab_boxes = boxes[i] if lab is not None else {}
         for ax, proj, (h0, h1), hc, lab_axis, (a, b), view, xlabel in projections:
             im = ax.imshow(proj, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest",
                            extent=(h0, h1, *v.extent(2)), aspect="equal")
@@ -458,8 +484,13 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
                 la = lab.array
                 segs, cols, widths, styles = [], [], [], []
                 for idx in sorted(present):
+                    if idx not in lab_boxes:  # not on this time point's grid
+                        continue
                     name = present[idx]
-                    for seg in _outline(hc, z, np.any(la == idx, axis=lab_axis)):
+                    box = lab_boxes[idx]  # (z, y, x) slices; the projection keeps z and the other axis
+                    kept = box[0], box[3 - lab_axis]
+                    mask = np.any(la[box] == idx, axis=lab_axis)
+                    for seg in _outline(hc, z, mask, origin=(kept[0].start or 0, kept[1].start or 0)):
                         segs.append(seg)
                         cols.append(colours[name])
                         widths.append(0.6 if name == "remainder" else 0.9)
