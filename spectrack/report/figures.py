@@ -92,21 +92,32 @@ def figure_png(fig, dpi: int = _DPI) -> bytes:
 
 
 # ------------------------------------------------------------------ time-activity curves
-def _selected_fit(fits, region: str, quantity: str = "pct_id", correction: str = "decay_corrected"):
-    """The selected fit row (a dict) of a region, or None."""
+def _selected_fits(fits, quantity: str = "pct_id", correction: str = "decay_corrected") -> dict[str, dict]:
+    """The selected fit row (a dict) of every region that has one, by region name.
+
+    The fits table is filtered once for all regions (a figure or table asks for
+    each of its regions); a region's row is its first selected row, as
+    :func:`_selected_fit` gives it.
+    """
     if fits is None or len(fits) == 0 or "selected" not in fits:
-        return None
+        return {}
     sel = fits["selected"]
     if sel.dtype != bool:
         sel = sel.astype(str).str.lower().isin(["true", "1"])
-    f = fits[sel & (fits["region"].astype(str) == region)]
+    f = fits[sel]
     if "quantity" in f:
         f = f[f["quantity"].astype(str) == quantity]
     if "correction" in f:
         f = f[f["correction"].astype(str) == correction]
-    if f.empty:
-        return None
-    return f.iloc[0].to_dict()
+    first: dict[str, int] = {}
+    for pos, region in enumerate(f["region"].astype(str)):
+        first.setdefault(region, pos)
+    return {region: f.iloc[pos].to_dict() for region, pos in first.items()}
+
+
+def _selected_fit(fits, region: str, quantity: str = "pct_id", correction: str = "decay_corrected"):
+    """The selected fit row (a dict) of a region, or None."""
+    return _selected_fits(fits, quantity, correction).get(region)
 
 
 def fit_curve(row: dict):
@@ -168,16 +179,17 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
     width = left + ncols * pw + (ncols - 1) * ws + right
     height = top + nrows * ph + (nrows - 1) * hs + bottom
     fig = Figure(figsize=(width, height))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=dict(
-        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-        wspace=ws / pw, hspace=hs / ph))).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    grid = fig.add_gridspec(nrows, ncols, left=left / width, right=1 - right / width, top=1 - top / height,
+                            bottom=bottom / height, wspace=ws / pw, hspace=hs / ph)
+    # only the panels shown: an empty cell of the last row costs as much to build as a panel
+    axes = [fig.add_subplot(grid[pos // ncols, pos % ncols]) for pos in range(n)]
     has_int = {"pct_id_lo", "pct_id_hi"} <= set(table.columns)
     has_pvc = "pct_id_pvc" in table.columns
     drawn = {"int": False, "fit": False, "fit_issue": False, "pvc": False}
-    for ax, region in zip(axes, regions):
-        d = table[table["region"].astype(str) == region].sort_values("time_h")
+    names = table["region"].astype(str)
+    selected = _selected_fits(fits)
+    for pos, (ax, region) in enumerate(zip(axes, regions)):
+        d = table[names == region].sort_values("time_h")
         t = d["time_h"].to_numpy(float)
         y = d["pct_id"].to_numpy(float)
         tmax = float(np.nanmax(t)) if t.size else 1.0
@@ -199,7 +211,7 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
                 ax.plot(t, yp, "D", mfc="none", mec="tab:purple", ms=4.5, zorder=3)
                 drawn["pvc"] = True
                 positive += [v for v in yp if np.isfinite(v) and v > 0]
-        row = _selected_fit(fits, region)
+        row = selected.get(region)
         try:   # a fit with R^2 < 0.9 is never drawn (spectrack.kinetics.fits never selects one either)
             if row is not None and not float(row.get("r_squared")) >= MIN_R_SQUARED_DRAWN:
                 row = None
@@ -237,7 +249,6 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
                     bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.85), zorder=5)
         kind = str(d["kind"].iloc[0]) if "kind" in d and len(d) else "region"
         ax.set_title(region + (" (sum of regions)" if kind == "group" else ""), fontsize=9)
-        pos = list(axes).index(ax)
         if pos + ncols >= n:  # no panel below: label the time axis
             ax.set_xlabel("time after injection (h)", fontsize=8)
         if pos % ncols == 0:
