@@ -201,6 +201,33 @@ def test_mip_head_up_and_outlines():
     _png_ok(__import__("spectrack.report.figures", fromlist=["figure_png"]).figure_png(fig), min_side=200)
 
 
+def test_figure_png_lays_out_as_savefig():
+    """figure_png lays a constrained figure out itself and saves it once: the PNG savefig writes, engine kept."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from spectrack.report.figures import figure_png
+
+    def figure():
+        fig = Figure(figsize=(6, 3), layout="constrained")
+        a, b = fig.subplots(1, 2)
+        a.plot([0, 1, 2], [3.0, 1e4, 5.0], label="a long legend entry")
+        a.set_ylabel("a y label\non two lines")
+        a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15))
+        fig.colorbar(b.imshow(np.arange(12.0).reshape(3, 4)), ax=b, label="colour bar")
+        b.set_title("title")
+        return fig
+
+    ref = figure()
+    FigureCanvasAgg(ref)
+    buf = io.BytesIO()
+    ref.savefig(buf, format="png", dpi=110)
+    fig = figure()
+    engine = fig.get_layout_engine()
+    assert figure_png(fig) == buf.getvalue()
+    assert fig.get_layout_engine() is engine and fig.dpi == ref.dpi
+
+
 def test_outline_of_a_crop_is_the_outline_of_the_grid():
     from spectrack.report.figures import _label_boxes, _outline
 

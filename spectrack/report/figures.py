@@ -82,12 +82,36 @@ def group_regions(regions) -> dict[str, list[str]]:
 
 
 def figure_png(fig, dpi: int = _DPI) -> bytes:
-    """PNG bytes of a Figure (Agg canvas, no pyplot)."""
+    """PNG bytes of a Figure (Agg canvas, no pyplot).
+
+    A figure with a layout engine (constrained layout) is laid out here, at
+    ``dpi`` as savefig would, and saved with the engine off: savefig itself
+    lays out in a first pass that also draws every artist without rendering,
+    then draws them all again. The figure gets its engine back afterwards.
+    """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    engine = fig.get_layout_engine()
+    if engine is None:
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    shown_dpi = fig.dpi
+    try:
+        fig.dpi = dpi  # text extents are in pixels: the layout depends on the dpi it is drawn at
+        if fig.axes:  # as Figure.draw does
+            try:
+                engine.execute(fig)
+            except ValueError:  # Figure.draw ignores it too (no room for the layout)
+                pass
+        with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        fig.dpi = shown_dpi
+        fig.set_layout_engine(engine)
     return buf.getvalue()
 
 
@@ -577,8 +601,12 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
         ax, ax2, ax3 = fig.subplots(1, 1), None, None
     cmap = matplotlib.colormaps["viridis"]
     colour = {t: cmap(0.9 * i / max(1, len(times) - 1)) for i, t in enumerate(times)}
+    # the lines are drawn from a copy without the profile's attrs, which pandas would deep-copy into every selection
+    plain = profile.copy(deep=False)
+    plain.attrs = {}
+    hours = plain["time_h"].astype(float)
     if "level" in profile.columns:  # canal levels as bands, from the first time point
-        first = profile[profile["time_h"].astype(float) == times[0]]
+        first = plain[hours == times[0]]
         shades = ("0.96", "0.90")
         for i, (lev, g) in enumerate(first.groupby("level", sort=False)):
             lo, hi = float(g["distance_mm"].min()), float(g["distance_mm"].max())
@@ -586,7 +614,7 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
             ax.text((lo + hi) / 2, 1.0, str(lev).replace("canal_", ""), transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=8, color="0.3")
     for t in times:
-        d = profile[profile["time_h"].astype(float) == t].sort_values("distance_mm")
+        d = plain[hours == t].sort_values("distance_mm")
         ax.plot(d["distance_mm"].to_numpy(float), d[value].to_numpy(float), "-", color=colour[t], lw=1.5,
                 label=f"{t:.2f} h")
     if spread is not None:
