@@ -201,6 +201,55 @@ def test_mip_head_up_and_outlines():
     _png_ok(__import__("spectrack.report.figures", fromlist=["figure_png"]).figure_png(fig), min_side=200)
 
 
+def test_figure_png_lays_out_as_savefig():
+    """figure_png lays a constrained figure out itself and saves it once: the PNG savefig writes, engine kept."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from spectrack.report.figures import figure_png
+
+    def figure():
+        fig = Figure(figsize=(6, 3), layout="constrained")
+        a, b = fig.subplots(1, 2)
+        a.plot([0, 1, 2], [3.0, 1e4, 5.0], label="a long legend entry")
+        a.set_ylabel("a y label\non two lines")
+        a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15))
+        fig.colorbar(b.imshow(np.arange(12.0).reshape(3, 4)), ax=b, label="colour bar")
+        b.set_title("title")
+        return fig
+
+    ref = figure()
+    FigureCanvasAgg(ref)
+    buf = io.BytesIO()
+    ref.savefig(buf, format="png", dpi=110)
+    fig = figure()
+    engine = fig.get_layout_engine()
+    assert figure_png(fig) == buf.getvalue()
+    assert fig.get_layout_engine() is engine and fig.dpi == ref.dpi
+
+
+def test_outline_of_a_crop_is_the_outline_of_the_grid():
+    from spectrack.report.figures import _label_boxes, _outline
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((30, 9, 25), np.int32)
+    lab[4:20, 2:7, 3:11] = 3
+    lab[22:29, :, 12:25] = 7
+    lab[rng.random(lab.shape) < 0.05] = 0        # holes: several contours per region
+    boxes = _label_boxes(lab)
+    assert sorted(boxes) == [3, 7]
+    z, x = 1.5 + 2.5 * np.arange(30), -40.0 + 1.25 * np.arange(25)
+    for v, box in boxes.items():
+        full = _outline(x, z, np.any(lab == v, axis=1))
+        crop = _outline(x, z, np.any(lab[box] == v, axis=1), origin=(box[0].start, box[2].start))
+        assert len(full) == len(crop) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(full, crop))   # same vertices, same order, bit for bit
+    # labels find_objects cannot take: the whole volume for each value np.unique finds
+    neg = lab.astype(np.float64) - 1.0
+    assert sorted(_label_boxes(neg)) == [-1, 2, 6]
+    assert _label_boxes(neg)[2] == (slice(None),) * 3
+
+
 def test_fit_curve_and_log_axis(rat):
     fits = rat["result"].kinetics.fits
     # four scans: AICc is undefined even for the mono-exponential (n <= K + 1 = 4), so no model is chosen

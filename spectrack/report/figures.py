@@ -82,31 +82,66 @@ def group_regions(regions) -> dict[str, list[str]]:
 
 
 def figure_png(fig, dpi: int = _DPI) -> bytes:
-    """PNG bytes of a Figure (Agg canvas, no pyplot)."""
+    """PNG bytes of a Figure (Agg canvas, no pyplot).
+
+    A figure with a layout engine (constrained layout) is laid out here, at
+    ``dpi`` as savefig would, and saved with the engine off: savefig itself
+    lays out in a first pass that also draws every artist without rendering,
+    then draws them all again. The figure gets its engine back afterwards.
+    """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    engine = fig.get_layout_engine()
+    if engine is None:
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    shown_dpi = fig.dpi
+    try:
+        fig.dpi = dpi  # text extents are in pixels: the layout depends on the dpi it is drawn at
+        if fig.axes:  # as Figure.draw does
+            try:
+                engine.execute(fig)
+            except ValueError:  # Figure.draw ignores it too (no room for the layout)
+                pass
+        with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        fig.dpi = shown_dpi
+        fig.set_layout_engine(engine)
     return buf.getvalue()
 
 
 # ------------------------------------------------------------------ time-activity curves
-def _selected_fit(fits, region: str, quantity: str = "pct_id", correction: str = "decay_corrected"):
-    """The selected fit row (a dict) of a region, or None."""
+def _selected_fits(fits, quantity: str = "pct_id", correction: str = "decay_corrected") -> dict[str, dict]:
+    """The selected fit row (a dict) of every region that has one, by region name.
+
+    The fits table is filtered once for all regions (a figure or table asks for
+    each of its regions); a region's row is its first selected row, as
+    :func:`_selected_fit` gives it.
+    """
     if fits is None or len(fits) == 0 or "selected" not in fits:
-        return None
+        return {}
     sel = fits["selected"]
     if sel.dtype != bool:
         sel = sel.astype(str).str.lower().isin(["true", "1"])
-    f = fits[sel & (fits["region"].astype(str) == region)]
+    f = fits[sel]
     if "quantity" in f:
         f = f[f["quantity"].astype(str) == quantity]
     if "correction" in f:
         f = f[f["correction"].astype(str) == correction]
-    if f.empty:
-        return None
-    return f.iloc[0].to_dict()
+    first: dict[str, int] = {}
+    for pos, region in enumerate(f["region"].astype(str)):
+        first.setdefault(region, pos)
+    return {region: f.iloc[pos].to_dict() for region, pos in first.items()}
+
+
+def _selected_fit(fits, region: str, quantity: str = "pct_id", correction: str = "decay_corrected"):
+    """The selected fit row (a dict) of a region, or None."""
+    return _selected_fits(fits, quantity, correction).get(region)
 
 
 def fit_curve(row: dict):
@@ -168,16 +203,17 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
     width = left + ncols * pw + (ncols - 1) * ws + right
     height = top + nrows * ph + (nrows - 1) * hs + bottom
     fig = Figure(figsize=(width, height))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=dict(
-        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-        wspace=ws / pw, hspace=hs / ph))).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    grid = fig.add_gridspec(nrows, ncols, left=left / width, right=1 - right / width, top=1 - top / height,
+                            bottom=bottom / height, wspace=ws / pw, hspace=hs / ph)
+    # only the panels shown: an empty cell of the last row costs as much to build as a panel
+    axes = [fig.add_subplot(grid[pos // ncols, pos % ncols]) for pos in range(n)]
     has_int = {"pct_id_lo", "pct_id_hi"} <= set(table.columns)
     has_pvc = "pct_id_pvc" in table.columns
     drawn = {"int": False, "fit": False, "fit_issue": False, "pvc": False}
-    for ax, region in zip(axes, regions):
-        d = table[table["region"].astype(str) == region].sort_values("time_h")
+    names = table["region"].astype(str)
+    selected = _selected_fits(fits)
+    for pos, (ax, region) in enumerate(zip(axes, regions)):
+        d = table[names == region].sort_values("time_h")
         t = d["time_h"].to_numpy(float)
         y = d["pct_id"].to_numpy(float)
         tmax = float(np.nanmax(t)) if t.size else 1.0
@@ -199,7 +235,7 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
                 ax.plot(t, yp, "D", mfc="none", mec="tab:purple", ms=4.5, zorder=3)
                 drawn["pvc"] = True
                 positive += [v for v in yp if np.isfinite(v) and v > 0]
-        row = _selected_fit(fits, region)
+        row = selected.get(region)
         try:   # a fit with R^2 < 0.9 is never drawn (spectrack.kinetics.fits never selects one either)
             if row is not None and not float(row.get("r_squared")) >= MIN_R_SQUARED_DRAWN:
                 row = None
@@ -237,7 +273,6 @@ def tac_figure(table, regions, *, fits=None, title: str = "", log_y: bool = Fals
                     bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.85), zorder=5)
         kind = str(d["kind"].iloc[0]) if "kind" in d and len(d) else "region"
         ax.set_title(region + (" (sum of regions)" if kind == "group" else ""), fontsize=9)
-        pos = list(axes).index(ax)
         if pos + ncols >= n:  # no panel below: label the time axis
             ax.set_xlabel("time after injection (h)", fontsize=8)
         if pos % ncols == 0:
@@ -347,11 +382,13 @@ def _region_colours(names: list[str]) -> dict[str, tuple]:
     return out
 
 
-def _outline(x, y, mask2d, up: int = 4) -> list[np.ndarray]:
+def _outline(x, y, mask2d, up: int = 4, origin: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
     """Outlines (list of (n, 2) arrays in world mm) of a 2-D mask on voxel centres x (columns), y (rows).
 
     The mask is upsampled ``up`` times (nearest) so that the outline follows
-    the voxel edges (corners cut by 1/``up`` of a voxel).
+    the voxel edges (corners cut by 1/``up`` of a voxel). ``mask2d`` may be a
+    crop of the grid of ``x`` and ``y`` whose first element is at (row,
+    column) ``origin``: everything outside it must be False.
     """
     from skimage.measure import find_contours
 
@@ -360,9 +397,29 @@ def _outline(x, y, mask2d, up: int = 4) -> list[np.ndarray]:
     m = np.pad(np.repeat(np.repeat(mask2d, up, axis=0), up, axis=1).astype(np.float32), 1)
     dx = x[1] - x[0] if x.size > 1 else 1.0
     dy = y[1] - y[0] if y.size > 1 else 1.0
+    # marching squares only sees the crop's own values and its zero pad, so the contours of a crop are those of
+    # the whole grid shifted by whole sub-voxels (exact in floating point): same vertices, same order
+    r0, c0 = up * origin[0], up * origin[1]
     # sub-voxel centre n (after the 1-pixel pad) lies at voxel 0's lower edge + (n - 1 + 0.5) / up voxels
-    return [np.column_stack([x[0] - dx / 2 + (c[:, 1] - 0.5) * dx / up, y[0] - dy / 2 + (c[:, 0] - 0.5) * dy / up])
+    return [np.column_stack([x[0] - dx / 2 + (c[:, 1] + c0 - 0.5) * dx / up,
+                             y[0] - dy / 2 + (c[:, 0] + r0 - 0.5) * dy / up])
             for c in find_contours(m, 0.5)]
+
+
+def _label_boxes(array) -> dict[int, tuple]:
+    """Bounding box (a tuple of slices) of each non-zero label of an integer volume.
+
+    One pass over the volume (:func:`scipy.ndimage.find_objects`) instead of
+    one comparison of the whole volume per label. Label values that are not
+    small non-negative integers get the whole volume as their box.
+    """
+    a = np.asarray(array)
+    if a.size and np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 65535:
+        from scipy.ndimage import find_objects
+
+        return {n + 1: box for n, box in enumerate(find_objects(a)) if box is not None}
+    whole = tuple(slice(None) for _ in a.shape)
+    return {int(v): whole for v in np.unique(a) if v != 0}
 
 
 def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: int | None = None,
@@ -418,10 +475,12 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
     left, right = fig.subfigures(1, 2, width_ratios=[per_row * pair_w, legend_w], wspace=0.0)
     cells = np.atleast_1d(left.subfigures(nrows, per_row, squeeze=False)).ravel()
     # one colour scale: the 99.5th percentile of the projections (hot single voxels saturate)
-    proj_vals = []
+    proj_vals, projected = [], []
     for v in vols:
         a = np.where(np.isfinite(v.array), v.array, 0.0)
-        p = np.concatenate([a.max(axis=1).ravel(), a.max(axis=2).ravel()])
+        coronal, sagittal = a.max(axis=1), a.max(axis=2)
+        projected.append((coronal, sagittal))
+        p = np.concatenate([coronal.ravel(), sagittal.ravel()])
         proj_vals.append(p[p > 0])
     allv = np.concatenate(proj_vals) if proj_vals else np.zeros(0)
     vmax = float(np.percentile(allv, 99.5)) if allv.size else 1.0
@@ -429,12 +488,12 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
     saturated = bool(allv.size and allv.max() > vmax * 1.001)
     norm = PowerNorm(gamma=gamma, vmin=0.0, vmax=vmax)
     present: dict[int, str] = {}
+    boxes = []  # per label volume: label -> bounding box of its voxels
     if labels is not None:
         for lv in labels:
-            if lv is not None:
-                for v in np.unique(lv.array):
-                    if v != 0:
-                        present[int(v)] = names.get(int(v), f"label_{int(v)}")
+            boxes.append(_label_boxes(lv.array) if lv is not None else {})
+            for v in boxes[-1]:
+                present[v] = names.get(v, f"label_{v}")
     ordered = [present[k] for k in sorted(present)]
     colours = _region_colours(ordered)
     im = None
@@ -444,13 +503,15 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
             continue
         v = vols[i]
         axs = cell.subplots(1, 2, width_ratios=[wx, wy], squeeze=True)
-        arr = np.where(np.isfinite(v.array), v.array, 0.0).clip(min=0.0)
+        coronal, sagittal = projected[i]
         x, y, z = v.centres(0), v.centres(1), v.centres(2)
+        # the maximum of values clipped at 0 is the clipped maximum
         projections = (
-            (axs[0], arr.max(axis=1), v.extent(0), x, 1, ("R", "L"), "coronal", "right – left (mm)"),
-            (axs[1], arr.max(axis=2), v.extent(1), y, 2, ("A", "P"), "sagittal", "anterior – posterior (mm)"),
+            (axs[0], coronal.clip(min=0.0), v.extent(0), x, 1, ("R", "L"), "coronal", "right – left (mm)"),
+            (axs[1], sagittal.clip(min=0.0), v.extent(1), y, 2, ("A", "P"), "sagittal", "anterior – posterior (mm)"),
         )
         lab = labels[i] if labels is not None and i < len(labels) else None
+        lab_boxes = boxes[i] if lab is not None else {}
         for ax, proj, (h0, h1), hc, lab_axis, (a, b), view, xlabel in projections:
             im = ax.imshow(proj, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest",
                            extent=(h0, h1, *v.extent(2)), aspect="equal")
@@ -458,8 +519,13 @@ def mip_figure(volumes, labels=None, *, titles=None, names=None, max_per_row: in
                 la = lab.array
                 segs, cols, widths, styles = [], [], [], []
                 for idx in sorted(present):
+                    if idx not in lab_boxes:  # not on this time point's grid
+                        continue
                     name = present[idx]
-                    for seg in _outline(hc, z, np.any(la == idx, axis=lab_axis)):
+                    box = lab_boxes[idx]  # (z, y, x) slices; the projection keeps z and the other axis
+                    kept = box[0], box[3 - lab_axis]
+                    mask = np.any(la[box] == idx, axis=lab_axis)
+                    for seg in _outline(hc, z, mask, origin=(kept[0].start or 0, kept[1].start or 0)):
                         segs.append(seg)
                         cols.append(colours[name])
                         widths.append(0.6 if name == "remainder" else 0.9)
@@ -535,8 +601,12 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
         ax, ax2, ax3 = fig.subplots(1, 1), None, None
     cmap = matplotlib.colormaps["viridis"]
     colour = {t: cmap(0.9 * i / max(1, len(times) - 1)) for i, t in enumerate(times)}
+    # the lines are drawn from a copy without the profile's attrs, which pandas would deep-copy into every selection
+    plain = profile.copy(deep=False)
+    plain.attrs = {}
+    hours = plain["time_h"].astype(float)
     if "level" in profile.columns:  # canal levels as bands, from the first time point
-        first = profile[profile["time_h"].astype(float) == times[0]]
+        first = plain[hours == times[0]]
         shades = ("0.96", "0.90")
         for i, (lev, g) in enumerate(first.groupby("level", sort=False)):
             lo, hi = float(g["distance_mm"].min()), float(g["distance_mm"].max())
@@ -544,7 +614,7 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
             ax.text((lo + hi) / 2, 1.0, str(lev).replace("canal_", ""), transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=8, color="0.3")
     for t in times:
-        d = profile[profile["time_h"].astype(float) == t].sort_values("distance_mm")
+        d = plain[hours == t].sort_values("distance_mm")
         ax.plot(d["distance_mm"].to_numpy(float), d[value].to_numpy(float), "-", color=colour[t], lw=1.5,
                 label=f"{t:.2f} h")
     if spread is not None:

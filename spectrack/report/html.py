@@ -422,32 +422,36 @@ def _kinetics_section(data) -> str:
                       if n_flag else "") + "</p>")
         out.append(_table(["region", "selected model"] + [e(c) for c in cols] + (["fit check"] if has_q else [])
                           + (["flags"] if has_f else []), rows, left=2, row_classes=classes))
-    m = data.metrics
+    def by_region(frame) -> dict[str, list[dict]]:
+        """The rows (dicts) of each region in table order: one conversion of the table, not one per region."""
+        rows_of: dict[str, list[dict]] = {}
+        for region, r in zip(frame["region"].astype(str), frame.to_dict("records")):
+            rows_of.setdefault(region, []).append(r)
+        return rows_of
+
     fits = data.fits
-    for region in dict.fromkeys(m["region"].astype(str)):
-        d = m[m["region"].astype(str) == region]
+    fit_rows = by_region(fits) if fits is not None and len(fits) and "region" in fits else {}
+    for region, metric_rows in by_region(data.metrics).items():
         rows = [[e(str(r.get("quantity", ""))), e(str(r["metric"])), e(str(r.get("correction", ""))),
                  fmt(r["value"], 5), e(str(r.get("unit", ""))), f"<span class='src'>{e(str(r.get('method', '')))}"
-                 "</span>"] for r in d.to_dict("records")]
+                 "</span>"] for r in metric_rows]
         body = _table(["quantity", "metric", "correction", "value", "unit", "method"], rows, left=3)
-        if fits is not None and len(fits) and "region" in fits:
-            f = fits[fits["region"].astype(str) == region]
-            if len(f):
-                frows = []
-                for r in f.to_dict("records"):
-                    from ..kinetics.fits import MODELS
+        if region in fit_rows:
+            frows = []
+            for r in fit_rows[region]:
+                from ..kinetics.fits import MODELS
 
-                    pn = MODELS[r["model"]].param_names if r.get("model") in MODELS else ()
-                    ptxt = ", ".join(f"{p} = {fmt(r.get(p), 4)} ± {fmt(r.get(p + '_se'), 2)}" for p in pn)
-                    sel = str(r.get("selected")).lower() in ("true", "1")
-                    frows.append([e(str(r.get("quantity", ""))), e(str(r.get("correction", ""))),
-                                  e(str(r.get("model"))) + (" ✔" if sel else ""), e(ptxt),
-                                  fmt(r.get("r_squared"), 3), fmt(r.get("aicc"), 4), fmt(r.get("aic"), 4),
-                                  fmt(r.get("weight"), 3), "yes" if str(r.get("converged")).lower() == "true"
-                                  else "no", f"<span class='src'>{e(_text(r.get('quality')))}</span>"])
-                body += ("<p class='note'>Candidate fits (✔ selected; parameter ± standard error; rates per h):</p>"
-                         + _table(["quantity", "correction", "model", "parameters", "R²", "AICc", "AIC",
-                                   "Akaike weight", "converged", "fit check"], frows, left=4))
+                pn = MODELS[r["model"]].param_names if r.get("model") in MODELS else ()
+                ptxt = ", ".join(f"{p} = {fmt(r.get(p), 4)} ± {fmt(r.get(p + '_se'), 2)}" for p in pn)
+                sel = str(r.get("selected")).lower() in ("true", "1")
+                frows.append([e(str(r.get("quantity", ""))), e(str(r.get("correction", ""))),
+                              e(str(r.get("model"))) + (" ✔" if sel else ""), e(ptxt),
+                              fmt(r.get("r_squared"), 3), fmt(r.get("aicc"), 4), fmt(r.get("aic"), 4),
+                              fmt(r.get("weight"), 3), "yes" if str(r.get("converged")).lower() == "true"
+                              else "no", f"<span class='src'>{e(_text(r.get('quality')))}</span>"])
+            body += ("<p class='note'>Candidate fits (✔ selected; parameter ± standard error; rates per h):</p>"
+                     + _table(["quantity", "correction", "model", "parameters", "R²", "AICc", "AIC",
+                               "Akaike weight", "converged", "fit check"], frows, left=4))
         out.append(f"<details><summary>{e(region)}: every metric and fit</summary>{body}</details>")
     return "\n".join(out)
 

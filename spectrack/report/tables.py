@@ -126,11 +126,12 @@ METHOD_SENTENCES = (
 )
 
 
-def _metric_row(d, metric, corr, col: str = "value"):
-    if col not in d:
-        return math.nan
-    v = d[(d["metric"] == metric) & (d["correction"] == corr)][col]
-    return float(v.iloc[0]) if len(v) else math.nan
+def _metric_rows(frame) -> dict:
+    """Region -> (metric, correction) -> position of its first row in ``frame``, for every row at once."""
+    out: dict = {}
+    for pos, key in enumerate(zip(frame["region"].astype(str), frame["metric"], frame["correction"])):
+        out.setdefault(key[0], {}).setdefault(key[1:], pos)
+    return out
 
 
 def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]:
@@ -139,46 +140,65 @@ def kinetics_summary(metrics, fits=None, quantity: str = "pct_id") -> list[dict]
 
     ``row["intervals"]`` maps a column title to its 95 % interval ``(lo, hi)``
     where the metrics have ``lo``/``hi`` columns and the bounds are not NaN."""
+    import pandas as pd
+
     if metrics is None or len(metrics) == 0:
         return []
     has_q = "quantity" in metrics
     m = metrics[metrics["quantity"].astype(str) == quantity] if has_q else metrics
     pvc = metrics[metrics["quantity"].astype(str) == quantity + "_pvc"] if has_q else m.iloc[:0]
+    # rows looked up by position in plain lists: one pass over each table instead of a filter per number
+    frames = {}
+    for name, frame in (("m", m), ("pvc", pvc)):
+        cols = {c: frame[c].tolist() for c in ("value", "lo", "hi") if c in frame}
+        frames[name] = (_metric_rows(frame), cols)
+    flag_of = {}
+    if "flag" in m:
+        for region, fl in zip(m["region"].astype(str), m["flag"]):
+            flag_of.setdefault(region, []).append(fl)
+    selected = {}
+    if fits is not None and len(fits):
+        from .figures import _selected_fits
+
+        selected = _selected_fits(fits, quantity)
     out = []
     for region in dict.fromkeys(m["region"].astype(str)):
-        d = m[m["region"].astype(str) == region]
         row: dict = {"region": region}
         iv: dict = {}
 
-        def take(frame, metric, corr, title):
-            row[title] = _metric_row(frame, metric, corr)
-            lo, hi = _metric_row(frame, metric, corr, "lo"), _metric_row(frame, metric, corr, "hi")
+        def take(name, metric, corr, title):
+            positions, cols = frames[name]
+            pos = positions.get(region, {}).get((metric, corr))
+
+            def value(col):
+                return math.nan if col not in cols or pos is None else float(cols[col][pos])
+
+            row[title] = value("value")
+            lo, hi = value("lo"), value("hi")
             if not (math.isnan(lo) and math.isnan(hi)):
                 iv[title] = (lo, hi)
 
         for metric, corr, title in SUMMARY_METRICS:
-            take(d, metric, corr, title)
+            take("m", metric, corr, title)
         if len(pvc):
-            dp = pvc[pvc["region"].astype(str) == region]
             for metric, corr, title in SUMMARY_METRICS_PVC:
-                take(dp, metric, corr, title)
+                take("pvc", metric, corr, title)
         flags = []
-        if "flag" in d:
-            for fl in d["flag"].dropna().astype(str):
-                if fl and fl not in flags:
-                    flags.append(fl)
+        for fl in flag_of.get(region, ()):
+            if pd.isna(fl):
+                continue
+            fl = str(fl)
+            if fl and fl not in flags:
+                flags.append(fl)
         row["flags"] = "; ".join(flags)
         row["intervals"] = iv
         row["model"] = "—"
         row["quality"] = ""
-        if fits is not None and len(fits):
-            from .figures import _selected_fit
-
-            f = _selected_fit(fits, region, quantity)
-            if f is not None:
-                row["model"] = f"{f.get('model')} ({f.get('criterion', '')})"
-                q = f.get("quality")
-                row["quality"] = "" if q is None or (isinstance(q, float) and math.isnan(q)) else str(q)
+        f = selected.get(region)
+        if f is not None:
+            row["model"] = f"{f.get('model')} ({f.get('criterion', '')})"
+            q = f.get("quality")
+            row["quality"] = "" if q is None or (isinstance(q, float) and math.isnan(q)) else str(q)
         out.append(row)
     return out
 

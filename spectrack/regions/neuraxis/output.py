@@ -49,19 +49,25 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     from matplotlib.figure import Figure  # no pyplot: rendered by Agg, no global backend state
 
     from ...io_utils import atomic_path
+    from ...report.figures import figure_png
 
     if spread is None:
         spread = spread_measures(profile)
     edge = spread.set_index("timepoint")["leading_edge_mm"]
     tps = sorted(profile["timepoint"].unique())
+    # each time point's rows once, sorted along the canal; without the profile's attrs, which pandas would
+    # deep-copy into every selection
+    plain = profile[["timepoint", "time_h", "distance_mm", value]]
+    plain.attrs = {}
+    rows = {t: g for t, g in plain.groupby("timepoint", sort=False)}
+    along = {t: rows[t].sort_values("distance_mm") for t in tps}
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax0, ax1 = fig.subplots(1, 2)
-    times = [float(profile.loc[profile["timepoint"] == t, "time_h"].iloc[0]) for t in tps]
+    times = [float(rows[t]["time_h"].iloc[0]) for t in tps]
     # heat map: rows = time points (ordered), columns = distance
     dmin, dmax = float(profile["distance_mm"].min()), float(profile["distance_mm"].max())
     grid_d = np.linspace(dmin, dmax, 200)
-    z = np.array([np.interp(grid_d, *profile.loc[profile["timepoint"] == t, ["distance_mm", value]]
-                            .sort_values("distance_mm").to_numpy().T) for t in tps])
+    z = np.array([np.interp(grid_d, *along[t][["distance_mm", value]].to_numpy().T) for t in tps])
     im = ax0.imshow(z, aspect="auto", origin="lower", extent=(dmin, dmax, -0.5, len(tps) - 0.5),
                     cmap="viridis", interpolation="nearest")
     ax0.set_yticks(range(len(tps)), [f"{t:.2f} h" for t in times])
@@ -74,7 +80,7 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
             ax0.plot([edge.loc[t]] * 2, [n - 0.45, n + 0.45], color="w", lw=2)
     cmap = matplotlib.colormaps["plasma"]
     for n, t in enumerate(tps):
-        g = profile[profile["timepoint"] == t].sort_values("distance_mm")
+        g = along[t]
         c = cmap(n / max(1, len(tps) - 1) * 0.85)
         ax1.plot(g["distance_mm"], g[value], color=c, label=f"{times[n]:.2f} h")
         if t in edge.index and np.isfinite(edge.loc[t]):
@@ -87,8 +93,9 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     ax1.legend(fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    png = figure_png(fig, dpi=110)  # laid out once (savefig would draw every artist twice)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        Path(tmp).write_bytes(png)
     return path
 
 
