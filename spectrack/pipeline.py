@@ -250,7 +250,7 @@ def run_study(path, settings: Settings | dict | None = None, *, out_dir=None, la
     from .kinetics.stage import analyse_study
     from .quantification.stage import quantify_study
     from .regions.neuraxis.stage import profile_neuraxis
-    from .regions.resolve import add_auto_regions, prefetch_regions, resolve_regions
+    from .regions.resolve import add_auto_regions, resolve_regions
     from .report.write import study_record, write_results
 
     settings = _checked_settings(settings)
@@ -260,10 +260,9 @@ def run_study(path, settings: Settings | dict | None = None, *, out_dir=None, la
     writer = "spectrack demo" if command and command[1:2] == ["demo"] else "spectrack quantify"
     _check_before_work(out_dir, settings, force=force, writer=writer)
     step("load", 0.0)
-    prefetched = prefetch_regions(labels if labels is not None else settings.labels)  # read while the study loads
     study = _load(path, study, settings)
     step("regions", 0.2)
-    regions = resolve_regions(study, settings, labels=labels, prefetched=prefetched)
+    regions = resolve_regions(study, settings, labels=labels)
     study_files = [Path(study_file["path"])] if study_file else []
     # the inputs' hashes for the provenance record: in a thread beside the work (reads and hashlib release the GIL)
     hashes = _InputHashes(study.input_files + regions.inputs + study_files)

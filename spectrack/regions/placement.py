@@ -101,8 +101,7 @@ def locate_regions(labels: LabelMap, study, *, reference_index: int = 0) -> int:
     return reference_index if reference_index in matches else matches[0]
 
 
-def read_study_regions(path, study, *, reference_index: int = 0,
-                       labels: LabelMap | None = None) -> tuple[LabelMap, int]:
+def read_study_regions(path, study, *, reference_index: int = 0) -> tuple[LabelMap, int]:
     """Read a region file for a study and place it on the time point it was drawn on.
 
     Parameters
@@ -113,8 +112,6 @@ def read_study_regions(path, study, *, reference_index: int = 0,
         The loaded study.
     reference_index : int
         The reference time point (clamped to the study).
-    labels : LabelMap, optional
-        ``path`` already read (by :func:`spectrack.regions.resolve.prefetch_regions`, a label image file).
 
     Returns
     -------
@@ -131,8 +128,7 @@ def read_study_regions(path, study, *, reference_index: int = 0,
         return tp.ct.image if tp.ct is not None else tp.emission.image
 
     ref = min(max(int(reference_index), 0), len(study.timepoints) - 1)
-    if labels is None:
-        labels = read_regions(path, reference=grid(ref))
+    labels = read_regions(path, reference=grid(ref))
     where = locate_regions(labels, study, reference_index=ref)
     if where != ref and labels.meta.get("sop_class_uid") == RTSTRUCT_SOP_CLASS:
         labels = read_regions(path, reference=grid(where))  # contours are rasterised onto the CT they were drawn on

@@ -3,8 +3,7 @@
 :func:`resolve_regions` reads the regions a run was given (a label map, a path, or the study file's
 ``labels``) and finds the time point they were drawn on, which becomes the reference;
 :func:`add_auto_regions` segments them automatically when none were given (after the registration has
-started: it does not need the regions). Both return a :class:`StudyRegions`. :func:`prefetch_regions` reads
-a label image file in a thread while the study loads (a label map's file does not depend on the study).
+started: it does not need the regions). Both return a :class:`StudyRegions`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError, LabelError
 
-__all__ = ["StudyRegions", "add_auto_regions", "prefetch_regions", "resolve_regions"]
+__all__ = ["StudyRegions", "add_auto_regions", "resolve_regions"]
 
 
 @dataclass
@@ -42,56 +41,7 @@ class StudyRegions:
         return dataclasses.replace(self, label_map=record)
 
 
-class PrefetchedRegions:
-    """A label image file being read in a thread (:func:`prefetch_regions`); :meth:`result` gives its
-    :class:`~spectrack.regions.labelmap.LabelMap` or raises what reading it raised."""
-
-    def __init__(self, path: Path):
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .formats.dispatch import read_regions
-
-        self.path = path
-        executor = ThreadPoolExecutor(1, thread_name_prefix="spectrack-labels")
-        self._future = executor.submit(read_regions, path)
-        executor.shutdown(wait=False)
-
-    def result(self):
-        return self._future.result()
-
-
-def prefetch_regions(labels) -> PrefetchedRegions | None:
-    """Start reading ``labels`` in a thread when it is a label image file (NIfTI, NRRD, MetaImage).
-
-    Such a file is read the same way whatever the study (an RTSTRUCT, rasterised onto the study's CT, and a
-    TotalSegmentator folder are not prefetched), and decompressing it releases the GIL, so it overlaps with
-    reading the study's DICOM headers. :func:`resolve_regions` takes the result (``prefetched``) and raises,
-    at the regions stage as without it, what reading the file raised.
-
-    Parameters
-    ----------
-    labels : LabelMap, path-like or None
-        What the run was given (``labels`` or ``settings.labels``).
-
-    Returns
-    -------
-    PrefetchedRegions or None
-        None when ``labels`` is not a label image file.
-    """
-    from ..io_utils import LABEL_IMAGE_SUFFIXES
-
-    if not (isinstance(labels, (str, Path)) or hasattr(labels, "__fspath__")):
-        return None
-    path = Path(labels)
-    try:
-        if not path.name.lower().endswith(LABEL_IMAGE_SUFFIXES) or not path.is_file():
-            return None
-    except (OSError, ValueError):  # a name the file system refuses: reported at the regions stage
-        return None
-    return PrefetchedRegions(path)
-
-
-def resolve_regions(study, settings, *, labels=None, prefetched: PrefetchedRegions | None = None) -> StudyRegions:
+def resolve_regions(study, settings, *, labels=None) -> StudyRegions:
     """The regions a run was given, read and placed on the study.
 
     Parameters
@@ -102,8 +52,6 @@ def resolve_regions(study, settings, *, labels=None, prefetched: PrefetchedRegio
         ``settings.labels`` (an absolute path), ``settings.reference`` and ``settings.auto_regions``.
     labels : LabelMap, list of LabelMap or path, optional
         Regions; override ``settings.labels``.
-    prefetched : PrefetchedRegions, optional
-        The regions' file already being read (:func:`prefetch_regions`); used when it is the file to read.
 
     Returns
     -------
@@ -133,8 +81,7 @@ def resolve_regions(study, settings, *, labels=None, prefetched: PrefetchedRegio
         from .placement import read_study_regions
 
         lab_path = Path(lab)
-        early = prefetched.result() if prefetched is not None and prefetched.path == lab_path else None
-        lab, drawn_on = read_study_regions(lab_path, study, reference_index=settings.reference, labels=early)
+        lab, drawn_on = read_study_regions(lab_path, study, reference_index=settings.reference)
         if lab_path.is_dir():
             label_inputs += [p for p in lab_path.rglob("*") if p.is_file()]
         else:
