@@ -122,23 +122,6 @@ def _volumes(data: ReportData, images, label_maps) -> None:
         data.label_names = names
 
 
-def _without_attrs(frame):
-    """A shallow copy of a DataFrame with empty ``attrs``.
-
-    pandas deep-copies ``attrs`` into the result of every operation (each
-    filter, column and row); the region table carries the run's metadata there
-    (``attrs["metadata"]``), which the report reads from
-    :attr:`ReportData.metadata` instead.
-    """
-    import pandas as pd
-
-    if not isinstance(frame, pd.DataFrame) or not frame.attrs:
-        return frame
-    out = frame.copy(deep=False)
-    out.attrs = {}
-    return out
-
-
 def report_data(result) -> ReportData:
     """:class:`ReportData` from a :class:`~spectrack.pipeline.StudyResult`."""
     import pandas as pd
@@ -149,6 +132,8 @@ def report_data(result) -> ReportData:
     if isinstance(prof, pd.DataFrame) and isinstance(recorded, list) and recorded:
         prof = {"profile": prof, "front": pd.DataFrame(recorded)}   # the front the run recorded
     prof, front = _split_profile(prof)
+    from .figures import _without_attrs
+
     data = ReportData(table=_without_attrs(result.table), metadata=result.metadata or {},
                       metrics=getattr(kin, "metrics", None), fits=getattr(kin, "fits", None),
                       profile=prof, front=front)

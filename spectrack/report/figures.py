@@ -81,6 +81,24 @@ def group_regions(regions) -> dict[str, list[str]]:
     return {g: v for g, v in out.items() if v}
 
 
+def _without_attrs(frame):
+    """A shallow copy of a DataFrame with empty ``attrs`` (anything else as given).
+
+    pandas deep-copies ``attrs`` into the result of every operation (each
+    filter, column and row); the region table carries the run's metadata there
+    (``attrs["metadata"]``), which the report reads from
+    :attr:`~spectrack.report.core.ReportData.metadata` instead, and the
+    neuraxis profile its own records.
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame) or not frame.attrs:
+        return frame
+    out = frame.copy(deep=False)
+    out.attrs = {}
+    return out
+
+
 def figure_png(fig, dpi: int = _DPI) -> bytes:
     """PNG bytes of a Figure (Agg canvas, no pyplot).
 
@@ -120,8 +138,7 @@ def _selected_fits(fits, quantity: str = "pct_id", correction: str = "decay_corr
     """The selected fit row (a dict) of every region that has one, by region name.
 
     The fits table is filtered once for all regions (a figure or table asks for
-    each of its regions); a region's row is its first selected row, as
-    :func:`_selected_fit` gives it.
+    each of its regions); a region's row is its first selected row.
     """
     if fits is None or len(fits) == 0 or "selected" not in fits:
         return {}
@@ -137,11 +154,6 @@ def _selected_fits(fits, quantity: str = "pct_id", correction: str = "decay_corr
     for pos, region in enumerate(f["region"].astype(str)):
         first.setdefault(region, pos)
     return {region: f.iloc[pos].to_dict() for region, pos in first.items()}
-
-
-def _selected_fit(fits, region: str, quantity: str = "pct_id", correction: str = "decay_corrected"):
-    """The selected fit row (a dict) of a region, or None."""
-    return _selected_fits(fits, quantity, correction).get(region)
 
 
 def fit_curve(row: dict):
@@ -601,9 +613,7 @@ def profile_figure(profile, *, value: str = "pct_id_per_cm"):
         ax, ax2, ax3 = fig.subplots(1, 1), None, None
     cmap = matplotlib.colormaps["viridis"]
     colour = {t: cmap(0.9 * i / max(1, len(times) - 1)) for i, t in enumerate(times)}
-    # the lines are drawn from a copy without the profile's attrs, which pandas would deep-copy into every selection
-    plain = profile.copy(deep=False)
-    plain.attrs = {}
+    plain = _without_attrs(profile)  # the lines' selections, without deep copies of the profile's attrs
     hours = plain["time_h"].astype(float)
     if "level" in profile.columns:  # canal levels as bands, from the first time point
         first = plain[hours == times[0]]

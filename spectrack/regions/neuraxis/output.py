@@ -49,7 +49,7 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     from matplotlib.figure import Figure  # no pyplot: rendered by Agg, no global backend state
 
     from ...io_utils import atomic_path
-    from ...report.figures import figure_png
+    from ...report.figures import figure_png, _without_attrs
 
     if spread is None:
         spread = spread_measures(profile)
@@ -57,8 +57,7 @@ def plot_profile(profile, path, *, spread=None, value: str = "pct_id_per_cm"):
     tps = sorted(profile["timepoint"].unique())
     # each time point's rows once, sorted along the canal; without the profile's attrs, which pandas would
     # deep-copy into every selection
-    plain = profile[["timepoint", "time_h", "distance_mm", value]]
-    plain.attrs = {}
+    plain = _without_attrs(profile)[["timepoint", "time_h", "distance_mm", value]]
     rows = {t: g for t, g in plain.groupby("timepoint", sort=False)}
     along = {t: rows[t].sort_values("distance_mm") for t in tps}
     fig = Figure(figsize=(11, 4.5), layout="constrained")
