@@ -161,9 +161,11 @@ def label_boxes(lab: np.ndarray, ids=None) -> dict:
     return out
 
 
-def _grown(box, margin: int, shape):
-    """``box`` (slices) widened by ``margin`` voxels on every side, within an array of ``shape``."""
-    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, shape))
+def _grown(box, margin, shape):
+    """``box`` (slices) widened by ``margin`` voxels on every side (one int, or one per axis), within an array
+    of ``shape``."""
+    margins = [int(margin)] * len(box) if np.ndim(margin) == 0 else [int(m) for m in margin]
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(box, margins, shape))
 
 
 def _dilate6(mask: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from scipy import ndimage, optimize
 
 from ..errors import InputError
 from ..geometry import Image
+from .boundary import _grown, label_boxes
 from .recovery import FWHM_TO_SIGMA
 
 __all__ = ["measure_fwhm", "measure_resolution", "write_resolution_file", "read_resolution_file", "image_fwhm_mm",
@@ -231,16 +232,15 @@ class _RegionModel:
         self.values = image[fov]
         self.row = np.full(lab.shape, -1, np.intp)  # each field-of-view voxel's row of the matrix
         self.row[fov] = np.arange(self.values.size)
-        boxes = ndimage.find_objects(lab if np.issubdtype(lab.dtype, np.integer) else lab.astype(np.int64))
-        self.boxes = [boxes[i - 1] for i in self.ids]
+        boxes = label_boxes(lab, self.ids)
+        self.boxes = [boxes[i] for i in self.ids]
 
     def residual(self, fwhm_mm: float) -> float:
         sigma = fwhm_mm * _FWHM_TO_SIGMA / self.spacing_mm
         radius = [int(3.0 * float(s) + 0.5) for s in sigma]  # gaussian_filter's radius for truncate=3
         A = np.zeros((self.values.size, len(self.ids)))
         for col, (i, box) in enumerate(zip(self.ids, self.boxes)):
-            grown = tuple(slice(max(b.start - r, 0), min(b.stop + r, n))
-                          for b, r, n in zip(box, radius, self.lab.shape))
+            grown = _grown(box, radius, self.lab.shape)
             blurred = ndimage.gaussian_filter((self.lab[grown] == i).astype(np.float64), sigma, mode="constant",
                                               truncate=3.0)
             rows = self.row[grown]
